@@ -1,0 +1,210 @@
+// Package api holds the HTTP/JSON wire types shared by clusterd and
+// clusterctl, and a client for them.
+//
+// Endpoints (all under /v1; bodies are JSON; unknown fields are refused):
+//
+//	GET    /v1/status                              Status
+//	GET    /v1/vips                                []fsm.VIP
+//	POST   /v1/vips                                fsm.VIP
+//	DELETE /v1/vips/{name}[?force=true]
+//	GET    /v1/services                            []ServiceSummary
+//	POST   /v1/services                            fsm.Service
+//	GET    /v1/services/{name}                     fsm.Service
+//	PATCH  /v1/services/{name}                     fsm.ServicePatch
+//	DELETE /v1/services/{name}
+//	GET    /v1/services/{name}/servers             []fsm.RealServer
+//	POST   /v1/services/{name}/servers             fsm.RealServer
+//	PATCH  /v1/services/{name}/servers/{addrport}  fsm.ServerPatch
+//	DELETE /v1/services/{name}/servers/{addrport}
+//	GET    /v1/members                             []Member
+//	POST   /v1/members                             MemberAdd
+//	DELETE /v1/members/{id}[?force=true]
+//	POST   /v1/leader/transfer                     LeaderTransfer
+//	GET    /v1/snapshot                            fsm.State
+//	POST   /v1/snapshot                            fsm.State (restore)
+//	GET    /v1/ipvs                                IPVSReport
+//
+// {addrport} is fsm.ServerKey, path-escaped. Any GET accepts ?consistent,
+// which is then answered by the leader after it confirms its leadership.
+// Writes sent to a follower are forwarded to the leader.
+//
+// Every success is a Response whose Data holds the type above, and every
+// failure an ErrorResponse. Both carry the configuration index, which is
+// also sent in the X-Directorate-Index header.
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/directorate/directorate/fsm"
+)
+
+// IndexHeader carries the configuration index on every response.
+const IndexHeader = "X-Directorate-Index"
+
+// ForwardedHeader marks a request a follower forwarded to the leader, so a
+// leadership change in flight cannot bounce it back and forth.
+const ForwardedHeader = "X-Directorate-Forwarded"
+
+// MaxBodyBytes bounds a request body; the whole state of a large site fits.
+const MaxBodyBytes = 64 << 20
+
+// Response wraps every successful answer.
+type Response struct {
+	Index uint64          `json:"index"`
+	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// ErrorResponse wraps every failure.
+type ErrorResponse struct {
+	Index uint64 `json:"index"`
+	Error Error  `json:"error"`
+}
+
+// Error codes, one per kind of failure a client may act on.
+const (
+	CodeInvalid     = "invalid"      // 400: the request is wrong; Field says where
+	CodeNotFound    = "not_found"    // 404
+	CodeConflict    = "conflict"     // 409: already exists, or still referenced
+	CodeNoLeader    = "no_leader"    // 503: no leader is known; retry later
+	CodeUnavailable = "unavailable"  // 503: e.g. the leader could not be reached
+	CodeInternal    = "internal"     // 500
+	CodeTooLarge    = "too_large"    // 413
+	CodeUnsupported = "unsupported"  // 405/415
+	CodeRefused     = "refused"      // 409: a safety check refused the change; Force may override
+	CodeTimeout     = "timeout"      // 504: not committed in time; it may still commit
+	CodeNotLeader   = "not_leader"   // 421: reached a follower that must not forward
+	CodeDenied      = "unauthorized" // 401/403
+)
+
+// Error is a failure a person can act on. Field names the offending request
+// field, when there is one.
+type Error struct {
+	Code    string `json:"code"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+	// Status is the HTTP status; it is filled in by the client.
+	Status int `json:"-"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s", e.Field, e.Message)
+	}
+	return e.Message
+}
+
+// Status describes one director and the cluster as it sees it.
+type Status struct {
+	Node              string      `json:"node"`
+	Version           string      `json:"version"`
+	State             string      `json:"state"` // Leader, Follower, Candidate, Shutdown
+	Leader            string      `json:"leader"`
+	LeaderAddr        string      `json:"leader_addr"`
+	Term              uint64      `json:"term"`
+	Index             uint64      `json:"index"`
+	LastLeaderContact time.Time   `json:"last_leader_contact,omitzero"`
+	Voters            int         `json:"voters"`
+	Backend           string      `json:"backend"` // kernel or dry-run
+	VIPs              []VIPHolder `json:"vips"`
+	Services          int         `json:"services"`
+	Servers           int         `json:"servers"`
+	// LastReconcile reports the IPVS reconciler's last run on this director.
+	LastReconcile ReconcileStatus `json:"last_reconcile"`
+}
+
+// VIPHolder says which director holds a VIP.
+type VIPHolder struct {
+	Name   string       `json:"name"`
+	Prefix netip.Prefix `json:"prefix"`
+	Holder string       `json:"holder"`
+}
+
+// ReconcileStatus summarises one reconcile of the kernel table.
+type ReconcileStatus struct {
+	At       time.Time     `json:"at,omitzero"`
+	Index    uint64        `json:"index"`
+	Duration time.Duration `json:"duration"`
+	Changes  int           `json:"changes"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// ServiceSummary is a service without its real servers, with counts.
+type ServiceSummary struct {
+	fsm.Service
+	ServerCount  int `json:"server_count"`
+	ActiveWeight int `json:"active_weight"`
+}
+
+// Member is one director as Raft sees it.
+type Member struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`  // raft address
+	Suffrage string `json:"suffrage"` // Voter, Nonvoter, Staging
+	Leader   bool   `json:"leader"`
+	// APIAddress and Gossip come from gossip; empty when unknown.
+	APIAddress string `json:"api_address,omitempty"`
+	Gossip     string `json:"gossip,omitempty"` // alive, suspect, dead, left, unknown
+}
+
+// MemberAdd asks the leader to add a voter.
+type MemberAdd struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+// LeaderTransfer asks the leader to hand over. An empty To lets Raft pick the
+// most up-to-date follower.
+type LeaderTransfer struct {
+	To string `json:"to,omitempty"`
+}
+
+// IPVSReport puts a director's kernel table next to the desired state.
+type IPVSReport struct {
+	Node     string        `json:"node"`
+	Backend  string        `json:"backend"`
+	Index    uint64        `json:"index"`
+	Services []IPVSService `json:"services"`
+	// InSync is true when no service or destination differs.
+	InSync bool `json:"in_sync"`
+}
+
+// IPVSService is one kernel virtual service, desired and actual.
+type IPVSService struct {
+	// Key is ipvsadm's notation: "TCP 10.0.0.1:80" or "FWM 7 inet".
+	Key          string            `json:"key"`
+	Name         string            `json:"name,omitempty"` // the Directorate service; empty when foreign
+	Desired      *IPVSServiceAttrs `json:"desired,omitempty"`
+	Actual       *IPVSServiceAttrs `json:"actual,omitempty"`
+	Diff         string            `json:"diff,omitempty"` // missing, extra, changed, foreign, or empty
+	Destinations []IPVSDestination `json:"destinations"`
+}
+
+// IPVSServiceAttrs are a kernel service's settings.
+type IPVSServiceAttrs struct {
+	Scheduler string   `json:"scheduler"`
+	Flags     []string `json:"flags,omitempty"`
+	Timeout   int      `json:"timeout,omitempty"`
+	Netmask   string   `json:"netmask,omitempty"`
+}
+
+// IPVSDestination is one kernel real server, desired and actual.
+type IPVSDestination struct {
+	Address string         `json:"address"` // host:port
+	Desired *IPVSDestAttrs `json:"desired,omitempty"`
+	Actual  *IPVSDestAttrs `json:"actual,omitempty"`
+	Diff    string         `json:"diff,omitempty"` // missing, extra, changed, or empty
+}
+
+// IPVSDestAttrs are a kernel destination's settings and counters.
+type IPVSDestAttrs struct {
+	Method        string `json:"method"`
+	Weight        int    `json:"weight"`
+	Upper         int    `json:"upper_threshold,omitempty"`
+	Lower         int    `json:"lower_threshold,omitempty"`
+	ActiveConns   int    `json:"active_conns,omitempty"`
+	InactiveConns int    `json:"inactive_conns,omitempty"`
+}

@@ -1,0 +1,70 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// FuzzApply feeds arbitrary entries to an FSM holding the rich state.
+// Entries that do not decode are skipped: Apply panics on them by design.
+// For every other entry: Apply does not panic, Check predicts its result,
+// a refusal is a FieldError that leaves the state unchanged, and the state
+// afterwards passes Restore's whole-state validation and round-trips
+// byte for byte.
+func FuzzApply(f *testing.F) {
+	base := mustSnapshot(f, richState(f))
+	for _, cmd := range sampleCommands(f) {
+		f.Add(mustEncode(f, cmd))
+	}
+	for _, cmd := range []Command{
+		AddVIP{VIP: VIP{Name: "x", Prefix: pfx("::ffff:192.0.2.1/128")}},
+		AddService{Service: Service{Name: "x", FWMark: 7, Family: IPv6, Scheduler: "rr", Method: NAT}},
+		AddServer{Service: "fw6", Server: RealServer{Address: addr("10.0.0.5"), Port: 80}},
+		UpdateServer{Service: "web", Address: addr("10.0.0.1"), Port: 8080, Patch: ServerPatch{Method: ptr(DR)}},
+		DeleteVIP{Name: "v4"},
+		ReplaceState{},
+	} {
+		f.Add(mustEncode(f, cmd))
+	}
+	f.Add([]byte(`{"v":1,"type":"state.replace","payload":{"state":{"vips":{"a":null},"services":{"b":{"name":"b","servers":{"x":null}}}}}}`))
+	f.Add([]byte(`{"v":1,"type":"server.update","payload":{"service":"web","address":"10.0.0.1","port":73616,"patch":{"weight":1}}}`))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmd, err := Decode(data)
+		if err != nil {
+			t.Skip("undecodable: Apply panics by design")
+		}
+		fs := New()
+		if err := fs.Restore(bytes.NewReader(base)); err != nil {
+			t.Fatal(err)
+		}
+		before := stateBytes(t, fs)
+		checkErr := fs.Check(cmd)
+		applyErr := fs.Apply(100, data)
+		if (checkErr == nil) != (applyErr == nil) || checkErr != nil && checkErr.Error() != applyErr.Error() {
+			t.Fatalf("Check said %v, Apply said %v", checkErr, applyErr)
+		}
+		if applyErr != nil {
+			var fe *FieldError
+			if !errors.As(applyErr, &fe) || fe.Field == "" || fe.Reason == "" ||
+				!(errors.Is(fe, ErrInvalid) || errors.Is(fe, ErrNotFound) || errors.Is(fe, ErrConflict)) {
+				t.Fatalf("refusal is not a proper FieldError: %#v", applyErr)
+			}
+			if after := stateBytes(t, fs); !bytes.Equal(before, after) {
+				t.Fatalf("refused entry changed the state")
+			}
+		}
+		if fs.Index() != 100 {
+			t.Fatalf("index %d, want 100", fs.Index())
+		}
+		snap := snapshotBytes(t, fs)
+		again := New()
+		if err := again.Restore(bytes.NewReader(snap)); err != nil {
+			t.Fatalf("state after %s does not restore: %v\n%s", cmd.Type(), err, snap)
+		}
+		if got := snapshotBytes(t, again); !bytes.Equal(got, snap) {
+			t.Fatalf("snapshot does not round-trip:\n%s\n%s", snap, got)
+		}
+	})
+}
