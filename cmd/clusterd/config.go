@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/directorate/directorate/cluster"
+	"gopkg.in/yaml.v3"
+)
+
+// config is clusterd's YAML configuration file.
+type config struct {
+	NodeID string `yaml:"node_id"`
+	// DataDir holds the Raft log, stable store and snapshots.
+	DataDir string `yaml:"data_dir"`
+	// RaftAddr, GossipAddr and APIAddr are HOST:PORT; the host is both the
+	// bind address and the one advertised to peers.
+	RaftAddr   string `yaml:"raft_addr"`
+	GossipAddr string `yaml:"gossip_addr"`
+	APIAddr    string `yaml:"api_addr"`
+	// BootstrapExpect is how many directors must find each other by gossip
+	// before the first cluster forms. Zero means this director joins an
+	// existing cluster and waits to be added with `clusterctl member add`.
+	BootstrapExpect int      `yaml:"bootstrap_expect"`
+	Join            []string `yaml:"join"`
+	// Timing selects a profile and overrides its fields one by one.
+	Timing cluster.TimingConfig `yaml:"timing"`
+	LVS    lvsConfig            `yaml:"lvs"`
+	Log    logConfig            `yaml:"log"`
+	// APITimeout bounds how long a write waits to be committed.
+	APITimeout time.Duration `yaml:"api_timeout"`
+}
+
+type lvsConfig struct {
+	// Backend is "kernel" (the default) or "dry-run" for hosts without IPVS.
+	Backend string `yaml:"backend"`
+	// ResyncInterval is how often the whole kernel table is re-read to
+	// repair drift such as `ipvsadm -C`.
+	ResyncInterval time.Duration `yaml:"resync_interval"`
+}
+
+type logConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+var nodeIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+// loadConfig reads and validates a configuration file. Unknown keys are
+// errors: a misspelt setting must not be silently ignored on a load balancer.
+func loadConfig(path string) (*config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := parseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func parseConfig(raw []byte) (*config, error) {
+	cfg := &config{}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *config) defaults() {
+	if c.LVS.Backend == "" {
+		c.LVS.Backend = "kernel"
+	}
+	if c.LVS.ResyncInterval == 0 {
+		c.LVS.ResyncInterval = 30 * time.Second
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.APITimeout == 0 {
+		c.APITimeout = 10 * time.Second
+	}
+}
+
+func (c *config) validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		bad("node_id", "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit; got %q", c.NodeID)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "is required: the Raft log and snapshots live there")
+	}
+	for field, v := range map[string]string{"raft_addr": c.RaftAddr, "gossip_addr": c.GossipAddr, "api_addr": c.APIAddr} {
+		if err := checkHostPort(v); err != nil {
+			bad(field, "%v", err)
+		}
+	}
+	if c.RaftAddr != "" && c.RaftAddr == c.GossipAddr {
+		bad("gossip_addr", "must differ from raft_addr")
+	}
+	if c.BootstrapExpect < 0 {
+		bad("bootstrap_expect", "must be 0 (join an existing cluster) or the number of directors, got %d", c.BootstrapExpect)
+	}
+	if c.BootstrapExpect > 0 && c.BootstrapExpect%2 == 0 {
+		bad("bootstrap_expect", "should be odd: %d directors tolerate no more failures than %d", c.BootstrapExpect, c.BootstrapExpect-1)
+	}
+	for i, j := range c.Join {
+		if err := checkHostPort(j); err != nil {
+			bad(fmt.Sprintf("join[%d]", i), "%v", err)
+		}
+	}
+	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
+		bad("join", "is required with bootstrap_expect %d: list the gossip addresses of the other directors", c.BootstrapExpect)
+	}
+	switch c.LVS.Backend {
+	case "kernel", "dry-run":
+	default:
+		bad("lvs.backend", "must be kernel or dry-run, got %q", c.LVS.Backend)
+	}
+	if c.LVS.ResyncInterval < time.Second {
+		bad("lvs.resync_interval", "must be at least 1s, got %s", c.LVS.ResyncInterval)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	if _, err := c.Timing.Resolve(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.APITimeout < 100*time.Millisecond {
+		bad("api_timeout", "must be at least 100ms, got %s", c.APITimeout)
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(v string) error {
+	if v == "" {
+		return errors.New("is required, as HOST:PORT")
+	}
+	ap, err := netip.ParseAddrPort(v)
+	if err != nil {
+		return fmt.Errorf("want an IP HOST:PORT such as 10.0.0.1:7901, got %q", v)
+	}
+	if ap.Port() == 0 {
+		return fmt.Errorf("port must be 1-65535, got %q", v)
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("must be debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
+
+// clusterConfig maps the file's settings onto the cluster package's.
+func (c *config) clusterConfig(version string) cluster.Config {
+	return cluster.Config{
+		NodeID:          c.NodeID,
+		DataDir:         c.DataDir,
+		RaftBind:        c.RaftAddr,
+		GossipBind:      c.GossipAddr,
+		APIAddress:      c.APIAddr,
+		Join:            c.Join,
+		BootstrapExpect: c.BootstrapExpect,
+		Timing:          c.Timing,
+		Version:         version,
+	}
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/directorate/directorate/api"
+	"github.com/directorate/directorate/cluster"
+	"github.com/directorate/directorate/fsm"
+	"github.com/directorate/directorate/lvs"
+)
+
+// daemon wires one director together: the FSM fed by Raft, the reconciler
+// that keeps IPVS converged to it, and the API.
+type daemon struct {
+	cfg     *config
+	log     *slog.Logger
+	fsm     *fsm.FSM
+	node    *cluster.Node
+	backend lvs.Backend
+	rec     *lvs.Reconciler
+
+	mu      sync.Mutex
+	desired *lvs.Desired
+	last    api.ReconcileStatus
+}
+
+// openBackend opens the configured IPVS backend. A kernel without IPVS is
+// a start-up error that says what to do, never a silent dry run.
+func openBackend(cfg *config, log *slog.Logger) (lvs.Backend, error) {
+	if cfg.LVS.Backend == "dry-run" {
+		log.Warn("lvs.backend is dry-run: the IPVS table is kept in memory and the kernel is not programmed")
+		return lvs.NewDryRun(log), nil
+	}
+	k, err := lvs.NewKernel(log, lvs.KernelOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("lvs.backend kernel: %w", err)
+	}
+	return k, nil
+}
+
+func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
+	backend, err := openBackend(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer backend.Close()
+
+	// Listen before joining, so a taken port fails fast instead of leaving
+	// a cluster member without an API.
+	ln, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("api_addr: %w", err)
+	}
+	defer ln.Close()
+
+	f := fsm.New()
+	d := &daemon{
+		cfg: cfg, log: log, fsm: f, backend: backend,
+		rec: lvs.NewReconciler(backend, log, lvs.Options{ResyncInterval: cfg.LVS.ResyncInterval}),
+	}
+	node, err := cluster.New(cfg.clusterConfig(version), f,
+		cluster.WithLogger(log), cluster.WithRemoveForwarder(forwardRemove(cfg.APITimeout)))
+	if err != nil {
+		return fmt.Errorf("start cluster node: %w", err)
+	}
+	d.node = node
+
+	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout)
+	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.Serve(ln) }()
+
+	// The loops outlive the signal: they consume leadership events and keep
+	// IPVS converged until the node has shut down.
+	var wg sync.WaitGroup
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	wg.Add(2)
+	go func() { defer wg.Done(); d.reconcileLoop(loopCtx) }()
+	go func() { defer wg.Done(); d.leadershipLoop(loopCtx) }()
+	log.Info("clusterd started", "version", version, "api", cfg.APIAddr, "raft", cfg.RaftAddr,
+		"gossip", cfg.GossipAddr, "backend", backend.Name())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: a leader hands leadership over first")
+	case serveErr = <-httpDone:
+		serveErr = fmt.Errorf("API server: %w", serveErr)
+	}
+
+	// The API keeps answering while leadership is handed over, so clients
+	// are forwarded to the new leader instead of refused.
+	shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nodeErr := node.Shutdown(shutCtx)
+	stopLoops()
+	wg.Wait()
+	if err := httpSrv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("API server shutdown", "err", err)
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return errors.Join(serveErr, nodeErr)
+	}
+	return nodeErr
+}
+
+// reconcileLoop converges IPVS after every applied entry, and at least
+// every resync interval so that drift is repaired without a commit.
+func (d *daemon) reconcileLoop(ctx context.Context) {
+	changed, cancel := d.fsm.Subscribe()
+	defer cancel()
+	tick := time.NewTicker(d.cfg.LVS.ResyncInterval)
+	defer tick.Stop()
+	for {
+		d.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+func (d *daemon) reconcile(ctx context.Context) {
+	var (
+		desired *lvs.Desired
+		err     error
+	)
+	d.fsm.Read(func(st *fsm.State) { desired, err = lvs.DesiredFromState(st) })
+	if desired == nil {
+		d.log.Error("build the desired IPVS table", "err", err)
+		return
+	}
+	if err != nil {
+		// Services lvs cannot express are held back and reported by
+		// `clusterctl ipvs show`; the rest are still programmed.
+		d.log.Warn("some services are held back from IPVS", "index", desired.Index, "err", err)
+	}
+	res, err := d.rec.Reconcile(ctx, desired)
+	st := api.ReconcileStatus{At: time.Now(), Index: desired.Index, Duration: res.Duration, Changes: res.Changes()}
+	if err != nil {
+		st.Error = err.Error()
+		d.log.Error("reconcile IPVS", "index", desired.Index, "err", err)
+	} else if res.Changes() > 0 || res.Resynced {
+		d.log.Info("reconciled IPVS", "index", desired.Index, "changes", res.Changes(),
+			"resynced", res.Resynced, "duration", res.Duration)
+	}
+	d.mu.Lock()
+	d.desired, d.last = desired, st
+	d.mu.Unlock()
+}
+
+// leadershipLoop logs leadership changes. Taking over the VIPs on winning
+// and releasing them on losing hang off these events.
+func (d *daemon) leadershipLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-d.node.Leadership():
+			if !ok {
+				return
+			}
+			if ev.Leader {
+				d.log.Info("became leader", "term", ev.Term, "index", ev.Index)
+			} else {
+				d.log.Info("lost leadership", "term", ev.Term, "index", ev.Index)
+			}
+		}
+	}
+}
+
+// Report implements ipvsReporter: the kernel table next to the desired
+// state, for `clusterctl ipvs show`.
+func (d *daemon) Report(ctx context.Context) (api.IPVSReport, error) {
+	d.mu.Lock()
+	desired := d.desired
+	d.mu.Unlock()
+	if desired == nil {
+		return api.IPVSReport{}, errors.New("the first reconcile has not run yet; retry shortly")
+	}
+	rep, err := d.rec.Report(ctx, desired)
+	if err != nil {
+		return api.IPVSReport{}, err
+	}
+	return toIPVSReport(d.cfg.NodeID, d.backend.Name(), desired.Index, rep), nil
+}
+
+func (d *daemon) lastReconcile() api.ReconcileStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.last
+}
+
+// forwardRemove lets a leader asked to remove itself have the new leader
+// do it, through that leader's API.
+func forwardRemove(timeout time.Duration) cluster.RemoveForwarder {
+	return func(ctx context.Context, leaderID, addr, id string, force bool) error {
+		c, err := api.New(addr, api.WithTimeout(timeout))
+		if err != nil {
+			return fmt.Errorf("reach new leader %s: %w", leaderID, err)
+		}
+		if _, err := c.RemoveMember(ctx, id, force); err != nil {
+			return fmt.Errorf("remove %s through new leader %s: %w", id, leaderID, err)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,585 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/directorate/directorate/api"
+	"github.com/directorate/directorate/cluster"
+	"github.com/directorate/directorate/fsm"
+)
+
+// consensus is what the API needs of the Raft layer. The interface lives
+// here, with its consumer, so the handlers are tested against a fake.
+type consensus interface {
+	Propose(ctx context.Context, cmd fsm.Command) (uint64, error)
+	IsLeader() bool
+	// LeaderAPI returns the leader's node ID and API address; ok is false
+	// when no leader is known.
+	LeaderAPI() (id, addr string, ok bool)
+	VerifyLeader(ctx context.Context) error
+	Members(ctx context.Context) ([]api.Member, error)
+	AddVoter(ctx context.Context, id, addr string) error
+	RemoveServer(ctx context.Context, id string, force bool) error
+	TransferLeadership(ctx context.Context, to string) error
+	Status() api.Status
+}
+
+// ipvsReporter produces `clusterctl ipvs show`'s report.
+type ipvsReporter interface {
+	Report(ctx context.Context) (api.IPVSReport, error)
+}
+
+// server is the HTTP/JSON API of one director.
+type server struct {
+	node    string
+	fsm     *fsm.FSM
+	raft    consensus
+	ipvs    ipvsReporter
+	log     *slog.Logger
+	timeout time.Duration // how long a write may wait to commit
+	proxy   *http.Client
+}
+
+func newServer(node string, f *fsm.FSM, c consensus, r ipvsReporter, log *slog.Logger, timeout time.Duration) *server {
+	return &server{node: node, fsm: f, raft: c, ipvs: r, log: log, timeout: timeout,
+		proxy: &http.Client{Timeout: timeout + 5*time.Second}}
+}
+
+func (s *server) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("GET /v1/vips", s.read(s.listVIPs))
+	mux.HandleFunc("POST /v1/vips", s.write(s.addVIP))
+	mux.HandleFunc("DELETE /v1/vips/{name}", s.write(s.deleteVIP))
+	mux.HandleFunc("GET /v1/services", s.read(s.listServices))
+	mux.HandleFunc("POST /v1/services", s.write(s.addService))
+	mux.HandleFunc("GET /v1/services/{name}", s.read(s.getService))
+	mux.HandleFunc("PATCH /v1/services/{name}", s.write(s.updateService))
+	mux.HandleFunc("DELETE /v1/services/{name}", s.write(s.deleteService))
+	mux.HandleFunc("GET /v1/services/{name}/servers", s.read(s.listServers))
+	mux.HandleFunc("POST /v1/services/{name}/servers", s.write(s.addServer))
+	mux.HandleFunc("PATCH /v1/services/{name}/servers/{server}", s.write(s.updateServer))
+	mux.HandleFunc("DELETE /v1/services/{name}/servers/{server}", s.write(s.deleteServer))
+	mux.HandleFunc("GET /v1/snapshot", s.read(s.snapshot))
+	mux.HandleFunc("POST /v1/snapshot", s.write(s.restore))
+	mux.HandleFunc("GET /v1/members", s.members)
+	mux.HandleFunc("POST /v1/members", s.leaderOnly(s.addMember))
+	mux.HandleFunc("DELETE /v1/members/{id}", s.leaderOnly(s.removeMember))
+	mux.HandleFunc("POST /v1/leader/transfer", s.leaderOnly(s.transfer))
+	mux.HandleFunc("GET /v1/ipvs", s.ipvsShow)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound,
+			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+// mutation turns a request into a command, or fails with a client error.
+type mutation func(r *http.Request) (fsm.Command, error)
+
+// reader answers a read from the local state.
+type reader func(r *http.Request, st *fsm.State) (any, error)
+
+// write runs a mutation on the leader: a follower forwards the request. The
+// command is checked against the leader's state first, so a bad request is
+// refused with a clear error before it reaches the log; Apply checks it
+// again with the same code.
+func (s *server) write(m mutation) http.HandlerFunc {
+	return s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
+		cmd, err := m(r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if err := s.fsm.Check(cmd); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+		defer cancel()
+		idx, err := s.raft.Propose(ctx, cmd)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.log.Info("committed", "cmd", cmd.Type(), "index", idx, "remote", r.RemoteAddr)
+		s.reply(w, http.StatusOK, idx, nil)
+	})
+}
+
+// leaderOnly forwards a request to the leader unless this director leads.
+func (s *server) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.raft.IsLeader() {
+			h(w, r)
+			return
+		}
+		s.forward(w, r)
+	}
+}
+
+// read serves from the local state, or through the leader with ?consistent.
+func (s *server) read(rd reader) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, consistent := r.URL.Query()["consistent"]; consistent {
+			if !s.raft.IsLeader() {
+				s.forward(w, r)
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+			defer cancel()
+			if err := s.raft.VerifyLeader(ctx); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+		}
+		var (
+			data any
+			err  error
+			idx  uint64
+		)
+		s.fsm.Read(func(st *fsm.State) {
+			idx = st.Index
+			data, err = rd(r, st)
+		})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.reply(w, http.StatusOK, idx, data)
+	}
+}
+
+// forward proxies a request to the leader's API. A request that was already
+// forwarded once is not forwarded again, so two directors that each believe
+// the other leads cannot bounce it between them.
+func (s *server) forward(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(api.ForwardedHeader) != "" {
+		s.fail(w, r, &api.Error{Code: api.CodeNotLeader, Status: http.StatusMisdirectedRequest,
+			Message: fmt.Sprintf("director %s received a forwarded request but is not the leader; retry", s.node)})
+		return
+	}
+	id, addr, ok := s.raft.LeaderAPI()
+	if !ok {
+		s.fail(w, r, cluster.ErrNoLeader)
+		return
+	}
+	target := &url.URL{Scheme: "http", Host: addr}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = r.Host
+			pr.Out.Header.Set(api.ForwardedHeader, s.node)
+		},
+		Transport: s.proxy.Transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.fail(w, r, &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
+				Message: fmt.Sprintf("cannot reach the leader %s at %s: %v", id, addr, err)})
+		},
+	}
+	proxy.ServeHTTP(w, r)
+}
+
+func (s *server) reply(w http.ResponseWriter, status int, idx uint64, data any) {
+	resp := api.Response{Index: idx}
+	if data != nil {
+		raw, err := json.Marshal(data)
+		if err != nil {
+			s.log.Error("encode response", "err", err)
+			status = http.StatusInternalServerError
+			writeJSON(w, status, idx, api.ErrorResponse{Index: idx, Error: api.Error{Code: api.CodeInternal, Message: "cannot encode response"}})
+			return
+		}
+		resp.Data = raw
+	}
+	writeJSON(w, status, idx, resp)
+}
+
+func writeJSON(w http.ResponseWriter, status int, idx uint64, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(api.IndexHeader, strconv.FormatUint(idx, 10))
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing useful to do
+}
+
+// fail maps an error onto a status and a message a person can act on.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := toAPIError(err)
+	level := slog.LevelInfo
+	if e.Status >= 500 {
+		level = slog.LevelWarn
+	}
+	s.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path,
+		"status", e.Status, "code", e.Code, "err", e.Error())
+	idx := s.fsm.Index()
+	writeJSON(w, e.Status, idx, api.ErrorResponse{Index: idx, Error: *e})
+}
+
+func toAPIError(err error) *api.Error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		if ae.Status == 0 {
+			ae.Status = http.StatusBadRequest
+		}
+		return ae
+	}
+	var fe *fsm.FieldError
+	if errors.As(err, &fe) {
+		e := &api.Error{Field: fe.Field, Message: fe.Reason}
+		switch {
+		case errors.Is(err, fsm.ErrNotFound):
+			e.Code, e.Status = api.CodeNotFound, http.StatusNotFound
+		case errors.Is(err, fsm.ErrConflict):
+			e.Code, e.Status = api.CodeConflict, http.StatusConflict
+		default:
+			e.Code, e.Status = api.CodeInvalid, http.StatusBadRequest
+		}
+		return e
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return &api.Error{Code: api.CodeTooLarge, Status: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit)}
+	case errors.Is(err, cluster.ErrNoLeader):
+		return &api.Error{Code: api.CodeNoLeader, Status: http.StatusServiceUnavailable,
+			Message: "no leader is elected: the cluster may have lost quorum; retry, and check `clusterctl member ls`"}
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrShutdown):
+		return &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
+			Message: err.Error() + "; retry"}
+	case errors.Is(err, cluster.ErrWouldLoseQuorum), errors.Is(err, cluster.ErrLastVoter),
+		errors.Is(err, cluster.ErrMemberExists), errors.Is(err, cluster.ErrChangeInProgress),
+		errors.Is(err, cluster.ErrLeaderRemoval):
+		return &api.Error{Code: api.CodeRefused, Status: http.StatusConflict, Message: err.Error()}
+	case errors.Is(err, cluster.ErrUnknownMember):
+		return &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound, Message: err.Error()}
+	case errors.Is(err, cluster.ErrInvalidRequest):
+		return &api.Error{Code: api.CodeInvalid, Status: http.StatusBadRequest, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &api.Error{Code: api.CodeTimeout, Status: http.StatusGatewayTimeout,
+			Message: "the change was not committed in time; it may still commit: check before retrying"}
+	}
+	return &api.Error{Code: api.CodeInternal, Status: http.StatusInternalServerError, Message: err.Error()}
+}
+
+func invalid(field, format string, args ...any) error {
+	return &api.Error{Code: api.CodeInvalid, Status: http.StatusBadRequest, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// decode reads a bounded JSON body, refusing unknown fields so a typo is an
+// error rather than a silently ignored setting.
+func decode(r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(nil, r.Body, api.MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		if errors.Is(err, io.EOF) {
+			return invalid("body", "request body is empty; expected a JSON object")
+		}
+		return invalid("body", "malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return invalid("body", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func forceParam(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("force")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, invalid("force", "must be true or false, got %q", v)
+	}
+	return b, nil
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	st := s.raft.Status()
+	s.reply(w, http.StatusOK, s.fsm.Index(), st)
+}
+
+func (s *server) listVIPs(_ *http.Request, st *fsm.State) (any, error) {
+	out := make([]fsm.VIP, 0, len(st.VIPs))
+	for _, v := range st.VIPs {
+		out = append(out, *v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (s *server) addVIP(r *http.Request) (fsm.Command, error) {
+	var v fsm.VIP
+	if err := decode(r, &v); err != nil {
+		return nil, err
+	}
+	return fsm.AddVIP{VIP: v}, nil
+}
+
+func (s *server) deleteVIP(r *http.Request) (fsm.Command, error) {
+	force, err := forceParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return fsm.DeleteVIP{Name: r.PathValue("name"), Force: force}, nil
+}
+
+func (s *server) listServices(_ *http.Request, st *fsm.State) (any, error) {
+	out := make([]api.ServiceSummary, 0, len(st.Services))
+	for _, svc := range st.Services {
+		sum := api.ServiceSummary{Service: *svc, ServerCount: len(svc.Servers)}
+		for _, rs := range svc.Servers {
+			if rs.Admin == fsm.Enabled {
+				sum.ActiveWeight += rs.Weight
+			}
+		}
+		sum.Servers = nil
+		out = append(out, sum)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func lookupService(st *fsm.State, name string) (*fsm.Service, error) {
+	svc, ok := st.Services[name]
+	if !ok {
+		return nil, &fsm.FieldError{Field: "service", Reason: fmt.Sprintf("no service named %q", name), Kind: fsm.ErrNotFound}
+	}
+	return svc, nil
+}
+
+func (s *server) getService(r *http.Request, st *fsm.State) (any, error) {
+	svc, err := lookupService(st, r.PathValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	// Marshalled while the read lock is held, so the copy is consistent.
+	return json.RawMessage(mustJSON(svc)), nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// The model holds only marshallable types; failing here is a bug.
+		panic(fmt.Sprintf("marshal %T: %v", v, err))
+	}
+	return b
+}
+
+// serviceBody fills ipvsadm's defaults for what a request leaves out:
+// scheduler wlc and direct routing.
+type serviceBody struct {
+	fsm.Service
+}
+
+func (s *server) addService(r *http.Request) (fsm.Command, error) {
+	var b serviceBody
+	if err := decode(r, &b); err != nil {
+		return nil, err
+	}
+	if b.Scheduler == "" {
+		b.Scheduler = "wlc"
+	}
+	if b.Method == "" {
+		b.Method = fsm.DR
+	}
+	for key, rs := range b.Servers {
+		if rs == nil {
+			return nil, invalid("servers["+key+"]", "must be an object")
+		}
+		if rs.Admin == "" {
+			rs.Admin = fsm.Enabled
+		}
+		if rs.Method == "" {
+			rs.Method = b.Method
+		}
+	}
+	return fsm.AddService{Service: b.Service}, nil
+}
+
+func (s *server) updateService(r *http.Request) (fsm.Command, error) {
+	var p fsm.ServicePatch
+	if err := decode(r, &p); err != nil {
+		return nil, err
+	}
+	return fsm.UpdateService{Name: r.PathValue("name"), Patch: p}, nil
+}
+
+func (s *server) deleteService(r *http.Request) (fsm.Command, error) {
+	return fsm.DeleteService{Name: r.PathValue("name")}, nil
+}
+
+func (s *server) listServers(r *http.Request, st *fsm.State) (any, error) {
+	svc, err := lookupService(st, r.PathValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fsm.RealServer, 0, len(svc.Servers))
+	for _, rs := range svc.Servers {
+		out = append(out, *rs)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out, nil
+}
+
+// serverBody makes an omitted weight mean 1, as ipvsadm does: the shallower
+// Weight field shadows the embedded one when decoding.
+type serverBody struct {
+	fsm.RealServer
+	Weight *int `json:"weight,omitempty"`
+}
+
+func (s *server) addServer(r *http.Request) (fsm.Command, error) {
+	var b serverBody
+	if err := decode(r, &b); err != nil {
+		return nil, err
+	}
+	rs := b.RealServer
+	rs.Weight = 1
+	if b.Weight != nil {
+		rs.Weight = *b.Weight
+	}
+	if rs.Admin == "" {
+		rs.Admin = fsm.Enabled
+	}
+	return fsm.AddServer{Service: r.PathValue("name"), Server: rs}, nil
+}
+
+func parseServerKey(raw string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(raw)
+	if err != nil {
+		return netip.AddrPort{}, invalid("server", "want ADDRESS:PORT such as 10.0.0.1:80 or [2001:db8::1]:80, got %q", raw)
+	}
+	return ap, nil
+}
+
+func (s *server) updateServer(r *http.Request) (fsm.Command, error) {
+	ap, err := parseServerKey(r.PathValue("server"))
+	if err != nil {
+		return nil, err
+	}
+	var p fsm.ServerPatch
+	if err := decode(r, &p); err != nil {
+		return nil, err
+	}
+	return fsm.UpdateServer{Service: r.PathValue("name"), Address: ap.Addr(), Port: int(ap.Port()), Patch: p}, nil
+}
+
+func (s *server) deleteServer(r *http.Request) (fsm.Command, error) {
+	ap, err := parseServerKey(r.PathValue("server"))
+	if err != nil {
+		return nil, err
+	}
+	return fsm.DeleteServer{Service: r.PathValue("name"), Address: ap.Addr(), Port: int(ap.Port())}, nil
+}
+
+func (s *server) snapshot(_ *http.Request, st *fsm.State) (any, error) {
+	return json.RawMessage(mustJSON(st)), nil
+}
+
+func (s *server) restore(r *http.Request) (fsm.Command, error) {
+	var st fsm.State
+	if err := decode(r, &st); err != nil {
+		return nil, err
+	}
+	return fsm.ReplaceState{State: st}, nil
+}
+
+func (s *server) members(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	ms, err := s.raft.Members(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.reply(w, http.StatusOK, s.fsm.Index(), ms)
+}
+
+func (s *server) addMember(w http.ResponseWriter, r *http.Request) {
+	var m api.MemberAdd
+	if err := decode(r, &m); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if m.ID == "" {
+		s.fail(w, r, invalid("id", "is required"))
+		return
+	}
+	if _, err := netip.ParseAddrPort(m.Address); err != nil {
+		s.fail(w, r, invalid("address", "want the new director's raft HOST:PORT, got %q", m.Address))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	if err := s.raft.AddVoter(ctx, m.ID, m.Address); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("member added", "member", m.ID, "address", m.Address)
+	s.reply(w, http.StatusOK, s.fsm.Index(), nil)
+}
+
+func (s *server) removeMember(w http.ResponseWriter, r *http.Request) {
+	force, err := forceParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	if err := s.raft.RemoveServer(ctx, id, force); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("member removed", "member", id, "force", force)
+	s.reply(w, http.StatusOK, s.fsm.Index(), nil)
+}
+
+func (s *server) transfer(w http.ResponseWriter, r *http.Request) {
+	var t api.LeaderTransfer
+	if err := decode(r, &t); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	if err := s.raft.TransferLeadership(ctx, t.To); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("leadership transferred", "to", t.To)
+	s.reply(w, http.StatusOK, s.fsm.Index(), nil)
+}
+
+func (s *server) ipvsShow(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	rep, err := s.ipvs.Report(ctx)
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("read the IPVS table: %w", err))
+		return
+	}
+	s.reply(w, http.StatusOK, rep.Index, rep)
+}

@@ -1,0 +1,329 @@
+// Package smoke starts three clusterd processes on 127.0.0.x with the
+// dry-run IPVS backend and drives them with clusterctl, as an operator
+// would: the built binaries are all it uses.
+package smoke
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binDir = flag.String("bin", "", "directory holding the clusterd and clusterctl binaries")
+
+type director struct {
+	id, api, dir, config string
+	cmd                  *exec.Cmd
+	log                  *os.File
+}
+
+type cluster struct {
+	t         *testing.T
+	directors []*director
+}
+
+func freePort(t *testing.T, host string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		t.Fatalf("find a free port on %s: %v", host, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	if *binDir == "" {
+		t.Skip("-bin not given: run through `make smoke`")
+	}
+	c := &cluster{t: t}
+	root := t.TempDir()
+	var gossip []string
+	type addrs struct{ raft, gossip, api string }
+	all := make([]addrs, n)
+	for i := range all {
+		host := fmt.Sprintf("127.0.0.%d", i+1)
+		all[i] = addrs{
+			raft:   fmt.Sprintf("%s:%d", host, freePort(t, host)),
+			gossip: fmt.Sprintf("%s:%d", host, freePort(t, host)),
+			api:    fmt.Sprintf("%s:%d", host, freePort(t, host)),
+		}
+		gossip = append(gossip, all[i].gossip)
+	}
+	for i, a := range all {
+		d := &director{id: fmt.Sprintf("d%d", i+1), api: a.api, dir: filepath.Join(root, fmt.Sprintf("d%d", i+1))}
+		if err := os.MkdirAll(d.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		d.config = filepath.Join(d.dir, "clusterd.yaml")
+		cfg := fmt.Sprintf(`node_id: %s
+data_dir: %s
+raft_addr: %s
+gossip_addr: %s
+api_addr: %s
+bootstrap_expect: %d
+join: [%s]
+timing:
+  profile: fast
+lvs:
+  backend: dry-run
+  resync_interval: 5s
+log:
+  level: debug
+`, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "))
+		if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.directors = append(c.directors, d)
+	}
+	t.Cleanup(func() {
+		for _, d := range c.directors {
+			c.kill(d)
+		}
+		if t.Failed() {
+			for _, d := range c.directors {
+				b, _ := os.ReadFile(filepath.Join(d.dir, "clusterd.log"))
+				t.Logf("---- %s log ----\n%s", d.id, b)
+			}
+		}
+	})
+	return c
+}
+
+func (c *cluster) start(d *director) {
+	c.t.Helper()
+	f, err := os.OpenFile(filepath.Join(d.dir, "clusterd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	d.log = f
+	d.cmd = exec.Command(filepath.Join(*binDir, "clusterd"), "-config", d.config)
+	d.cmd.Stdout, d.cmd.Stderr = f, f
+	if err := d.cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", d.id, err)
+	}
+}
+
+func (c *cluster) kill(d *director) {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Kill()
+	_ = d.cmd.Wait()
+	d.cmd = nil
+	d.log.Close()
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (c *cluster) stop(d *director) {
+	c.t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		c.t.Fatalf("signal %s: %v", d.id, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.t.Errorf("%s exited uncleanly after SIGTERM: %v", d.id, err)
+		}
+	case <-time.After(20 * time.Second):
+		c.t.Errorf("%s did not exit within 20s of SIGTERM", d.id)
+		_ = d.cmd.Process.Kill()
+		<-done
+	}
+	d.cmd = nil
+	d.log.Close()
+}
+
+// ctl runs clusterctl against director d and returns stdout, stderr and the
+// exit code.
+func (c *cluster) ctl(d *director, args ...string) (string, string, int) {
+	c.t.Helper()
+	cmd := exec.Command(filepath.Join(*binDir, "clusterctl"), append([]string{"--addr", d.api}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatalf("run clusterctl: %v", err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func (c *cluster) mustCtl(d *director, args ...string) string {
+	c.t.Helper()
+	out, errs, code := c.ctl(d, args...)
+	if code != 0 {
+		c.t.Fatalf("clusterctl %s on %s: exit %d: %s%s", strings.Join(args, " "), d.id, code, errs, out)
+	}
+	return out
+}
+
+type status struct {
+	Node   string `json:"node"`
+	State  string `json:"state"`
+	Leader string `json:"leader"`
+	Index  uint64 `json:"index"`
+}
+
+func (c *cluster) status(d *director) (status, bool) {
+	out, _, code := c.ctl(d, "status", "-o", "json", "--timeout", "2s")
+	if code != 0 {
+		return status{}, false
+	}
+	// -o json prints the data, possibly inside the {index, data} envelope.
+	var env struct {
+		Data status `json:"data"`
+	}
+	if json.Unmarshal([]byte(out), &env) == nil && env.Data.Node != "" {
+		return env.Data, true
+	}
+	var st status
+	return st, json.Unmarshal([]byte(out), &st) == nil && st.Node != ""
+}
+
+// waitLeader polls until every running director agrees on one leader.
+func (c *cluster) waitLeader(timeout time.Duration) *director {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		leader, agreed := "", true
+		for _, d := range c.directors {
+			if d.cmd == nil {
+				continue
+			}
+			st, ok := c.status(d)
+			if !ok || st.Leader == "" || (leader != "" && st.Leader != leader) {
+				agreed = false
+				break
+			}
+			leader = st.Leader
+		}
+		if agreed && leader != "" {
+			for _, d := range c.directors {
+				if d.id == leader && d.cmd != nil {
+					return d
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("no agreed leader within %s", timeout)
+	return nil
+}
+
+// waitFor polls fn until it holds.
+func waitFor(t *testing.T, timeout time.Duration, what string, fn func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !fn() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func serviceJSON(c *cluster, d *director) string {
+	out, _, code := c.ctl(d, "service", "show", "web", "-o", "json")
+	if code != 0 {
+		return ""
+	}
+	var v struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if json.Unmarshal([]byte(out), &v) == nil && len(v.Data) > 0 {
+		return string(v.Data)
+	}
+	return out
+}
+
+func TestThreeDirectors(t *testing.T) {
+	c := newCluster(t, 3)
+	for _, d := range c.directors {
+		c.start(d)
+	}
+	leader := c.waitLeader(30 * time.Second)
+	t.Logf("leader: %s", leader.id)
+
+	// Change the configuration through a follower: writes are forwarded.
+	var follower *director
+	for _, d := range c.directors {
+		if d != leader {
+			follower = d
+			break
+		}
+	}
+	c.mustCtl(follower, "vip", "add", "web-vip", "192.0.2.10/24")
+	c.mustCtl(follower, "service", "add", "web", "--vip", "web-vip", "--proto", "tcp", "--port", "80", "--scheduler", "wrr", "--method", "nat")
+	c.mustCtl(follower, "server", "add", "web", "10.1.0.1:8080", "--weight", "3")
+	c.mustCtl(leader, "server", "add", "web", "10.1.0.2:8080")
+	c.mustCtl(follower, "server", "set", "web", "10.1.0.2:8080", "--weight", "5")
+
+	// A bad request is refused with the field named, and changes nothing.
+	_, errs, code := c.ctl(follower, "server", "add", "web", "10.1.0.3:8080", "--method", "dr")
+	if code == 0 || !strings.Contains(errs, "port") {
+		t.Fatalf("a DR port remap was not refused with a message naming the port: exit %d, %q", code, errs)
+	}
+
+	want := serviceJSON(c, leader)
+	if !strings.Contains(want, "10.1.0.2:8080") || strings.Contains(want, "10.1.0.3") {
+		t.Fatalf("leader's service is not what was configured: %s", want)
+	}
+	for _, d := range c.directors {
+		waitFor(t, 10*time.Second, d.id+" to converge", func() bool { return serviceJSON(c, d) == want })
+	}
+
+	// Every director programs its (dry-run) IPVS table: hot standby.
+	for _, d := range c.directors {
+		waitFor(t, 10*time.Second, d.id+"'s IPVS table in sync", func() bool {
+			out, _, code := c.ctl(d, "ipvs", "show", "-o", "json")
+			return code == 0 && strings.Contains(out, `"in_sync": true`) && strings.Contains(out, "10.1.0.2:8080")
+		})
+	}
+
+	// Kill the leader: the others elect a new one, and the state is intact.
+	c.kill(leader)
+	newLeader := c.waitLeader(30 * time.Second)
+	if newLeader == leader {
+		t.Fatal("the killed director is still reported as leader")
+	}
+	t.Logf("new leader after SIGKILL: %s", newLeader.id)
+	if got := serviceJSON(c, newLeader); got != want {
+		t.Fatalf("state changed across failover:\nwant %s\ngot  %s", want, got)
+	}
+	c.mustCtl(newLeader, "server", "drain", "web", "10.1.0.1:8080")
+	want = serviceJSON(c, newLeader)
+
+	// The killed director rejoins and catches up.
+	c.start(leader)
+	waitFor(t, 20*time.Second, "the restarted director to catch up", func() bool { return serviceJSON(c, leader) == want })
+
+	// Restart every director: nothing is lost.
+	for _, d := range c.directors {
+		c.stop(d)
+	}
+	for _, d := range c.directors {
+		c.start(d)
+	}
+	final := c.waitLeader(30 * time.Second)
+	for _, d := range c.directors {
+		waitFor(t, 20*time.Second, d.id+" to recover its state", func() bool { return serviceJSON(c, d) == want })
+	}
+	c.mustCtl(final, "vip", "ls")
+	out := c.mustCtl(final, "status")
+	t.Logf("status after full restart:\n%s", out)
+}
