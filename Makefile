@@ -6,10 +6,12 @@ BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# Unit tests: everything but the VM-driven and process-level suites.
-UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
+# Unit tests: everything but the process-level smoke suite, which needs the
+# built binaries.
+UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e/smoke')
+VM_TIMEOUT ?= 15m
 
-.PHONY: all build test unit smoke lint bench demo e2e deps clean
+.PHONY: all build test unit smoke kernel-test vm-deps lint bench demo deps clean
 
 all: build
 
@@ -28,7 +30,22 @@ unit:
 smoke: build
 	$(GO) test -count=1 -v ./e2e/smoke/ -args -bin $(CURDIR)/$(BIN)
 
-test: deps lint unit smoke
+# vm-deps installs qemu and fetches Debian's stock kernel (once, into .cache/).
+vm-deps:
+	@bash e2e/vm/ensure-deps.sh >/dev/null
+
+$(BIN)/vmrun: $(shell find e2e/vm e2e/cmd/vmrun -name '*.go' -o -name '*.sh' 2>/dev/null)
+	@mkdir -p $(BIN)
+	$(GO) build -o $@ ./e2e/cmd/vmrun
+
+# kernel-test runs the IPVS backend against a real kernel: the stock kernel
+# booted under qemu, since the build machines' kernels have no IPVS.
+kernel-test: vm-deps $(BIN)/vmrun
+	CGO_ENABLED=0 $(GO) test -c -o $(BIN)/lvs.test ./lvs
+	$(BIN)/vmrun -timeout $(VM_TIMEOUT) -e DIRECTORATE_IPVS_TEST=1 -- \
+	  $(CURDIR)/$(BIN)/lvs.test -test.v -test.count=1 -test.run 'Kernel'
+
+test: deps lint unit smoke kernel-test
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

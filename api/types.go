@@ -24,9 +24,11 @@
 //	POST   /v1/snapshot                            fsm.State (restore)
 //	GET    /v1/ipvs                                IPVSReport
 //
-// {addrport} is fsm.ServerKey, path-escaped. Any GET accepts ?consistent,
-// which is then answered by the leader after it confirms its leadership.
-// Writes sent to a follower are forwarded to the leader.
+// {addrport} is fsm.ServerKey, path-escaped. The GETs of the replicated
+// state and of /v1/members accept ?consistent (or ?consistent=true), which
+// is then answered by the leader after it confirms its leadership;
+// /v1/status and /v1/ipvs always describe the director asked. Writes sent
+// to a follower are forwarded to the leader.
 //
 // Every success is a Response whose Data holds the type above, and every
 // failure an ErrorResponse. Both carry the configuration index, which is
@@ -90,6 +92,7 @@ type Error struct {
 	Status int `json:"-"`
 }
 
+// Error returns the message, prefixed with the field when there is one.
 func (e *Error) Error() string {
 	if e.Field != "" {
 		return fmt.Sprintf("%s: %s", e.Field, e.Message)
@@ -147,7 +150,7 @@ type Member struct {
 	Leader   bool   `json:"leader"`
 	// APIAddress and Gossip come from gossip; empty when unknown.
 	APIAddress string `json:"api_address,omitempty"`
-	Gossip     string `json:"gossip,omitempty"` // alive, suspect, dead, left, unknown
+	Gossip     string `json:"gossip,omitempty"` // alive, dead, left or unknown
 }
 
 // MemberAdd asks the leader to add a voter.
@@ -175,11 +178,13 @@ type IPVSReport struct {
 // IPVSService is one kernel virtual service, desired and actual.
 type IPVSService struct {
 	// Key is ipvsadm's notation: "TCP 10.0.0.1:80" or "FWM 7 inet".
-	Key          string            `json:"key"`
-	Name         string            `json:"name,omitempty"` // the Directorate service; empty when foreign
-	Desired      *IPVSServiceAttrs `json:"desired,omitempty"`
-	Actual       *IPVSServiceAttrs `json:"actual,omitempty"`
-	Diff         string            `json:"diff,omitempty"` // missing, extra, changed, foreign, or empty
+	Key     string            `json:"key"`
+	Name    string            `json:"name,omitempty"` // the Directorate service; empty when foreign
+	Desired *IPVSServiceAttrs `json:"desired,omitempty"`
+	Actual  *IPVSServiceAttrs `json:"actual,omitempty"`
+	// Diff is missing, extra, changed, foreign, "held: REASON" (in the
+	// state, but not programmable), or empty.
+	Diff         string            `json:"diff,omitempty"`
 	Destinations []IPVSDestination `json:"destinations"`
 }
 

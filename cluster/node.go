@@ -267,7 +267,7 @@ func (n *Node) start(o options) error {
 	if o.gossip != nil {
 		n.gossip = o.gossip
 		if err := n.gossip.SetMeta(meta); err != nil {
-			return err
+			return fmt.Errorf("announce node metadata: %w", err)
 		}
 	} else {
 		g, err := startMemberlist(gossipOptions{

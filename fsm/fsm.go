@@ -28,6 +28,8 @@ type FieldError struct {
 	Kind error
 }
 
+// Error returns "field: reason", which is what a person needs to fix the
+// request.
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // Unwrap lets errors.Is match the error's kind.

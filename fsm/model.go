@@ -41,8 +41,12 @@ func FamilyOf(addr netip.Addr) Family {
 // Scheduler is the name of a kernel IPVS scheduler.
 type Scheduler string
 
-// Schedulers lists every scheduler the stock kernel ships, in ipvsadm's order.
-var Schedulers = []Scheduler{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf"}
+// Schedulers lists every scheduler the stock kernel ships, in ipvsadm's
+// order. It returns a fresh slice so no importer can change what
+// validation accepts.
+func Schedulers() []Scheduler {
+	return []Scheduler{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf"}
+}
 
 // Method is a real server's packet-forwarding method.
 type Method string

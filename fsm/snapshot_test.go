@@ -202,7 +202,7 @@ func randomLog(t testing.TB, n int, seed uint64) []logEntry {
 		case 1:
 			cmd = DeleteVIP{Name: vip(), Force: r.IntN(2) == 0}
 		case 2, 3:
-			s := Service{Name: svc(), Scheduler: Schedulers[r.IntN(len(Schedulers))], Method: method()}
+			s := Service{Name: svc(), Scheduler: Schedulers()[r.IntN(len(Schedulers()))], Method: method()}
 			if r.IntN(4) == 0 {
 				s.FWMark, s.Family = int64(1+r.IntN(3)), IPv4
 			} else {

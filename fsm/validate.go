@@ -145,7 +145,7 @@ func familyBits(f Family) int {
 }
 
 func validScheduler(s Scheduler) bool {
-	for _, known := range Schedulers {
+	for _, known := range Schedulers() {
 		if s == known {
 			return true
 		}
@@ -154,8 +154,8 @@ func validScheduler(s Scheduler) bool {
 }
 
 func schedulerList() string {
-	names := make([]string, len(Schedulers))
-	for i, s := range Schedulers {
+	names := make([]string, len(Schedulers()))
+	for i, s := range Schedulers() {
 		names[i] = string(s)
 	}
 	return strings.Join(names, ", ")

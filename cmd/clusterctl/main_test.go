@@ -251,6 +251,7 @@ func TestServerArgumentErrorsAreCaughtBeforeSending(t *testing.T) {
 		{[]string{"vip", "add", "v", "192.0.2.300/24"}, `PREFIX "192.0.2.300/24"`},
 		{[]string{"member", "add", "d4", "10.0.0.14"}, `RAFT_ADDR "10.0.0.14": want host:port`},
 		{[]string{"member", "add", "d4", "10.0.0.14:0"}, `RAFT_ADDR "10.0.0.14:0": port "0" is not a number in 1-65535`},
+		{[]string{"member", "add", "d4", "dir4.example:7901"}, `RAFT_ADDR "dir4.example:7901": "dir4.example" is not an IP address`},
 		{[]string{"nosuch"}, `unknown command "nosuch"`},
 		{[]string{"vip", "lss"}, `unknown command "lss" for "clusterctl vip" (did you mean ls?)`},
 		{[]string{"server", "drian", "web", "10.0.1.1"}, `unknown command "drian" for "clusterctl server" (did you mean drain?)`},
@@ -317,6 +318,16 @@ func TestUnavailableClusterExitsThree(t *testing.T) {
 	})
 	r = f.run(t, "vip", "ls")
 	wantExit(t, r, exitUnavailable, "answered 502 Bad Gateway", `"<html><body><h1>502 Bad Gateway`)
+
+	// A forwarded request that reached a director which just lost
+	// leadership is worth retrying too.
+	f.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		_, _ = w.Write([]byte(`{"index":12,"error":{"code":"not_leader","message":"director d2 received a forwarded request but is not the leader; retry"}}`))
+		return true
+	})
+	r = f.run(t, "vip", "rm", "web-vip")
+	wantExit(t, r, exitUnavailable, "is not the leader; retry")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

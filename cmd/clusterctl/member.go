@@ -55,7 +55,7 @@ func (a *app) memberAddCmd() *cobra.Command {
 		Use:   "add ID RAFT_ADDR",
 		Short: "Add a director as a Raft voter",
 		Long: `Add a director as a Raft voter. ID is its node name and RAFT_ADDR the
-host:port of its Raft transport, as in its configuration.`,
+IP:PORT of its Raft transport, its raft_addr.`,
 		Args: exactArgs("ID", "RAFT_ADDR"),
 		RunE: action(func(cmd *cobra.Command, args []string) error {
 			if err := checkHostPort("RAFT_ADDR", args[1]); err != nil {

@@ -117,7 +117,9 @@ func parseServerArg(name, s string) (serverArg, error) {
 	return arg, nil
 }
 
-// checkHostPort validates a host:port argument such as a Raft address.
+// checkHostPort validates a host:port argument such as a Raft address. The
+// host must be an IP address, because clusterd's raft_addr is one and
+// clusterd refuses anything else.
 func checkHostPort(name, s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
@@ -125,6 +127,9 @@ func checkHostPort(name, s string) error {
 	}
 	if host == "" {
 		return usagef("%s %q: host is empty", name, s)
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return usagef("%s %q: %q is not an IP address (a director's raft_addr is IP:PORT)", name, s, host)
 	}
 	p, err := strconv.Atoi(port)
 	if err != nil || p < 1 || p > 65535 {

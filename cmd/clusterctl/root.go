@@ -111,7 +111,8 @@ func exitCode(err error) int {
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		switch {
-		case ae.Code == api.CodeNoLeader || ae.Code == api.CodeUnavailable || ae.Code == api.CodeTimeout:
+		case ae.Code == api.CodeNoLeader || ae.Code == api.CodeUnavailable || ae.Code == api.CodeTimeout ||
+			ae.Code == api.CodeNotLeader:
 			return exitUnavailable
 		case ae.Status == 0 && ae.Code == api.CodeInvalid:
 			// The client refused it before sending: a bad argument.

@@ -65,14 +65,9 @@ func (sf *serverFlags) register(cmd *cobra.Command, add bool) {
 func (sf *serverFlags) patch(cmd *cobra.Command) (fsm.ServerPatch, bool, error) {
 	f := cmd.Flags()
 	var p fsm.ServerPatch
-	n := 0
-	if f.Changed("method") {
-		m, err := parseMethod("method", sf.method)
-		if err != nil {
-			return p, false, err
-		}
-		p.Method = &m
-		n++
+	methodFlag := func(s string) (fsm.Method, error) { return parseMethod("method", s) }
+	if err := parseIfChanged(f.Changed("method"), sf.method, methodFlag, &p.Method); err != nil {
+		return p, false, err
 	}
 	for _, num := range []struct {
 		flag   string
@@ -93,33 +88,31 @@ func (sf *serverFlags) patch(cmd *cobra.Command) (fsm.ServerPatch, bool, error) 
 		}
 		v := num.v
 		*num.dst = &v
-		n++
 	}
-	if f.Changed("tunnel") {
-		t, err := parseTunnel(sf.tunnel)
-		if err != nil {
-			return p, false, err
-		}
-		p.Tunnel = &t
-		n++
+	if err := parseIfChanged(f.Changed("tunnel"), sf.tunnel, parseTunnel, &p.Tunnel); err != nil {
+		return p, false, err
 	}
-	if f.Changed("tunnel-checksum") {
-		c, err := parseChecksum(sf.checksum)
-		if err != nil {
-			return p, false, err
-		}
-		p.TunnelChecksum = &c
-		n++
+	if err := parseIfChanged(f.Changed("tunnel-checksum"), sf.checksum, parseChecksum, &p.TunnelChecksum); err != nil {
+		return p, false, err
 	}
-	if f.Changed("admin") {
-		s, err := parseAdmin(sf.admin)
-		if err != nil {
-			return p, false, err
-		}
-		p.Admin = &s
-		n++
+	if err := parseIfChanged(f.Changed("admin"), sf.admin, parseAdmin, &p.Admin); err != nil {
+		return p, false, err
 	}
-	return p, n > 0, nil
+	return p, p != (fsm.ServerPatch{}), nil
+}
+
+// parseIfChanged sets *dst to the parsed raw value of a flag the user gave,
+// and leaves it nil otherwise, so the patch carries only what was given.
+func parseIfChanged[T any](changed bool, raw string, parse func(string) (T, error), dst **T) error {
+	if !changed {
+		return nil
+	}
+	v, err := parse(raw)
+	if err != nil {
+		return err
+	}
+	*dst = &v
+	return nil
 }
 
 // server builds a new real server from the flags: defaults, then the patch.

@@ -14,8 +14,8 @@ import (
 
 // schedulerNames are offered by completion; the server decides which are valid.
 func schedulerNames() []string {
-	names := make([]string, len(fsm.Schedulers))
-	for i, s := range fsm.Schedulers {
+	names := make([]string, len(fsm.Schedulers()))
+	for i, s := range fsm.Schedulers() {
 		names[i] = string(s)
 	}
 	return names

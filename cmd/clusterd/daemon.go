@@ -185,7 +185,8 @@ func (d *daemon) Report(ctx context.Context) (api.IPVSReport, error) {
 	desired := d.desired
 	d.mu.Unlock()
 	if desired == nil {
-		return api.IPVSReport{}, errors.New("the first reconcile has not run yet; retry shortly")
+		return api.IPVSReport{}, &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
+			Message: "the first reconcile of the IPVS table has not run yet; retry shortly"}
 	}
 	rep, err := d.rec.Report(ctx, desired)
 	if err != nil {

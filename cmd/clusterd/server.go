@@ -49,12 +49,20 @@ type server struct {
 	ipvs    ipvsReporter
 	log     *slog.Logger
 	timeout time.Duration // how long a write may wait to commit
-	proxy   *http.Client
+	// proxy carries forwarded requests. It ignores HTTP_PROXY: directors
+	// talk to each other directly.
+	proxy http.RoundTripper
 }
 
+// forwardMargin is how much longer a follower waits for a forwarded
+// request than the leader works on it, so the leader's own answer, even
+// its timeout, travels back rather than being cut off here.
+const forwardMargin = 5 * time.Second
+
 func newServer(node string, f *fsm.FSM, c consensus, r ipvsReporter, log *slog.Logger, timeout time.Duration) *server {
-	return &server{node: node, fsm: f, raft: c, ipvs: r, log: log, timeout: timeout,
-		proxy: &http.Client{Timeout: timeout + 5*time.Second}}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	return &server{node: node, fsm: f, raft: c, ipvs: r, log: log, timeout: timeout, proxy: tr}
 }
 
 func (s *server) handler() http.Handler {
@@ -133,17 +141,8 @@ func (s *server) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
 // read serves from the local state, or through the leader with ?consistent.
 func (s *server) read(rd reader) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if _, consistent := r.URL.Query()["consistent"]; consistent {
-			if !s.raft.IsLeader() {
-				s.forward(w, r)
-				return
-			}
-			ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
-			defer cancel()
-			if err := s.raft.VerifyLeader(ctx); err != nil {
-				s.fail(w, r, err)
-				return
-			}
+		if !s.consistent(w, r) {
+			return
 		}
 		var (
 			data any
@@ -162,6 +161,33 @@ func (s *server) read(rd reader) http.HandlerFunc {
 	}
 }
 
+// consistent prepares a read for ?consistent: a follower forwards it to the
+// leader, and the leader confirms its leadership first, so the answer
+// reflects every acknowledged write. It reports whether the caller should
+// go on and answer from the local state; when it returns false, it has
+// already answered.
+func (s *server) consistent(w http.ResponseWriter, r *http.Request) bool {
+	want, err := consistentParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return false
+	}
+	if !want {
+		return true
+	}
+	if !s.raft.IsLeader() {
+		s.forward(w, r)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	if err := s.raft.VerifyLeader(ctx); err != nil {
+		s.fail(w, r, err)
+		return false
+	}
+	return true
+}
+
 // forward proxies a request to the leader's API. A request that was already
 // forwarded once is not forwarded again, so two directors that each believe
 // the other leads cannot bounce it between them.
@@ -176,6 +202,13 @@ func (s *server) forward(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, cluster.ErrNoLeader)
 		return
 	}
+	if id == s.node {
+		// Raft elected this director, which is still committing its
+		// term's barrier: forwarding would only come back here.
+		s.fail(w, r, &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
+			Message: fmt.Sprintf("director %s was just elected leader and is catching up; retry shortly", s.node)})
+		return
+	}
 	target := &url.URL{Scheme: "http", Host: addr}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -183,13 +216,19 @@ func (s *server) forward(w http.ResponseWriter, r *http.Request) {
 			pr.Out.Host = r.Host
 			pr.Out.Header.Set(api.ForwardedHeader, s.node)
 		},
-		Transport: s.proxy.Transport,
+		Transport: s.proxy,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.DeadlineExceeded) {
+				s.fail(w, r, fmt.Errorf("forward to the leader %s at %s: %w", id, addr, err))
+				return
+			}
 			s.fail(w, r, &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
 				Message: fmt.Sprintf("cannot reach the leader %s at %s: %v", id, addr, err)})
 		},
 	}
-	proxy.ServeHTTP(w, r)
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout+forwardMargin)
+	defer cancel()
+	proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func (s *server) reply(w http.ResponseWriter, status int, idx uint64, data any) {
@@ -296,20 +335,33 @@ func decode(r *http.Request, v any) error {
 		}
 		return invalid("body", "malformed JSON: %v", err)
 	}
-	if dec.More() {
+	// More would let a stray '}' or ']' through; only the end of the body
+	// may follow the object.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalid("body", "unexpected data after the JSON object")
 	}
 	return nil
 }
 
-func forceParam(r *http.Request) (bool, error) {
-	v := r.URL.Query().Get("force")
-	if v == "" {
+func forceParam(r *http.Request) (bool, error) { return boolParam(r, "force", false) }
+
+// consistentParam reads ?consistent; a bare "?consistent" means true.
+func consistentParam(r *http.Request) (bool, error) { return boolParam(r, "consistent", true) }
+
+// boolParam parses the query parameter name; bare is its value when it is
+// given without one ("?name" or "?name=").
+func boolParam(r *http.Request, name string, bare bool) (bool, error) {
+	vs, ok := r.URL.Query()[name]
+	if !ok {
 		return false, nil
+	}
+	v := vs[0]
+	if v == "" {
+		return bare, nil
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		return false, invalid("force", "must be true or false, got %q", v)
+		return false, invalid(name, "must be true or false, got %q", v)
 	}
 	return b, nil
 }
@@ -387,9 +439,12 @@ func mustJSON(v any) []byte {
 }
 
 // serviceBody fills ipvsadm's defaults for what a request leaves out:
-// scheduler wlc and direct routing.
+// scheduler wlc and direct routing, and for its real servers what
+// serverBody fills. The shallower Servers field shadows the embedded one
+// when decoding, as serverBody's Weight does.
 type serviceBody struct {
 	fsm.Service
+	Servers map[string]*serverBody `json:"servers,omitempty"`
 }
 
 func (s *server) addService(r *http.Request) (fsm.Command, error) {
@@ -397,24 +452,24 @@ func (s *server) addService(r *http.Request) (fsm.Command, error) {
 	if err := decode(r, &b); err != nil {
 		return nil, err
 	}
-	if b.Scheduler == "" {
-		b.Scheduler = "wlc"
+	svc := b.Service
+	if svc.Scheduler == "" {
+		svc.Scheduler = "wlc"
 	}
-	if b.Method == "" {
-		b.Method = fsm.DR
+	if svc.Method == "" {
+		svc.Method = fsm.DR
 	}
-	for key, rs := range b.Servers {
-		if rs == nil {
+	if len(b.Servers) > 0 {
+		svc.Servers = make(map[string]*fsm.RealServer, len(b.Servers))
+	}
+	for key, sb := range b.Servers {
+		if sb == nil {
 			return nil, invalid("servers["+key+"]", "must be an object")
 		}
-		if rs.Admin == "" {
-			rs.Admin = fsm.Enabled
-		}
-		if rs.Method == "" {
-			rs.Method = b.Method
-		}
+		rs := sb.server()
+		svc.Servers[key] = &rs
 	}
-	return fsm.AddService{Service: b.Service}, nil
+	return fsm.AddService{Service: svc}, nil
 }
 
 func (s *server) updateService(r *http.Request) (fsm.Command, error) {
@@ -443,10 +498,21 @@ func (s *server) listServers(r *http.Request, st *fsm.State) (any, error) {
 }
 
 // serverBody makes an omitted weight mean 1, as ipvsadm does: the shallower
-// Weight field shadows the embedded one when decoding.
+// Weight field shadows the embedded one when decoding. An omitted method
+// and admin state are left to fsm, which resolves them to the service's
+// method and enabled.
 type serverBody struct {
 	fsm.RealServer
 	Weight *int `json:"weight,omitempty"`
+}
+
+func (b *serverBody) server() fsm.RealServer {
+	rs := b.RealServer
+	rs.Weight = 1
+	if b.Weight != nil {
+		rs.Weight = *b.Weight
+	}
+	return rs
 }
 
 func (s *server) addServer(r *http.Request) (fsm.Command, error) {
@@ -454,15 +520,7 @@ func (s *server) addServer(r *http.Request) (fsm.Command, error) {
 	if err := decode(r, &b); err != nil {
 		return nil, err
 	}
-	rs := b.RealServer
-	rs.Weight = 1
-	if b.Weight != nil {
-		rs.Weight = *b.Weight
-	}
-	if rs.Admin == "" {
-		rs.Admin = fsm.Enabled
-	}
-	return fsm.AddServer{Service: r.PathValue("name"), Server: rs}, nil
+	return fsm.AddServer{Service: r.PathValue("name"), Server: b.server()}, nil
 }
 
 func parseServerKey(raw string) (netip.AddrPort, error) {
@@ -506,6 +564,9 @@ func (s *server) restore(r *http.Request) (fsm.Command, error) {
 }
 
 func (s *server) members(w http.ResponseWriter, r *http.Request) {
+	if !s.consistent(w, r) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
 	ms, err := s.raft.Members(ctx)

@@ -71,6 +71,13 @@ func (c *fakeConsensus) record(call string) error {
 	return c.err
 }
 
+// recorded returns a copy of the membership calls so far.
+func (c *fakeConsensus) recorded() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.calls...)
+}
+
 func (c *fakeConsensus) AddVoter(_ context.Context, id, addr string) error {
 	return c.record("add " + id + " " + addr)
 }
@@ -112,7 +119,12 @@ func newDirector(t *testing.T, leader bool) *director {
 	t.Helper()
 	f := fsm.New()
 	c := &fakeConsensus{fsm: f, leader: leader}
-	srv := newServer("d1", f, c, noIPVS{}, testLogger(t), 2*time.Second)
+	// The leader is d1 and a follower d2, as forwarding tests set them up.
+	node := "d2"
+	if leader {
+		node = "d1"
+	}
+	srv := newServer(node, f, c, noIPVS{}, testLogger(t), 2*time.Second)
 	ts := httptest.NewServer(srv.handler())
 	t.Cleanup(ts.Close)
 	return &director{fsm: f, raft: c, url: ts.URL}
@@ -249,6 +261,7 @@ func TestBadRequests(t *testing.T) {
 		{"malformed JSON", "POST", "/v1/vips", `{"name":`, 400, api.CodeInvalid, "body"},
 		{"empty body", "POST", "/v1/vips", nil, 400, api.CodeInvalid, "body"},
 		{"trailing data", "POST", "/v1/vips", `{"name":"v2","prefix":"192.0.2.11/24"} {}`, 400, api.CodeInvalid, "body"},
+		{"trailing brace", "POST", "/v1/vips", `{"name":"v2","prefix":"192.0.2.11/24"}}`, 400, api.CodeInvalid, "body"},
 		{"oversized body", "POST", "/v1/vips", huge, 413, api.CodeTooLarge, ""},
 		{"bad prefix", "POST", "/v1/vips", `{"name":"v2","prefix":"300.1.1.1/24"}`, 400, api.CodeInvalid, "body"},
 		{"duplicate VIP", "POST", "/v1/vips", map[string]any{"name": "web-vip", "prefix": "192.0.2.12/24"}, 409, api.CodeConflict, "vip.name"},
@@ -301,10 +314,7 @@ func TestForceDeleteVIP(t *testing.T) {
 }
 
 func TestFollowerForwardsToLeader(t *testing.T) {
-	leader := newDirector(t, true)
-	follower := newDirector(t, false)
-	u, _ := url.Parse(leader.url)
-	follower.raft.leaderID, follower.raft.leaderAPI = "d1", u.Host
+	leader, follower := newPair(t)
 
 	if r := do(t, "POST", follower.url+"/v1/vips", map[string]any{"name": "v", "prefix": "192.0.2.10/24"}); r.status != 200 || r.body.Index != 1 {
 		t.Fatalf("forwarded write: %d %+v", r.status, r.err)
@@ -326,7 +336,7 @@ func TestFollowerForwardsToLeader(t *testing.T) {
 	if r := do(t, "POST", follower.url+"/v1/leader/transfer", map[string]any{"to": "d2"}); r.status != 200 {
 		t.Fatalf("forwarded transfer: %d %+v", r.status, r.err)
 	}
-	if got := leader.raft.calls; len(got) != 1 || got[0] != "transfer d2" {
+	if got := leader.raft.recorded(); len(got) != 1 || got[0] != "transfer d2" {
 		t.Fatalf("leader calls: %v", got)
 	}
 }
@@ -349,6 +359,14 @@ func TestNoLeaderAndLoops(t *testing.T) {
 		t.Fatalf("a forwarded request reaching a follower must not be forwarded again: got %d", resp.StatusCode)
 	}
 
+	// Raft names this director leader before its barrier is done: it must
+	// not forward to itself.
+	follower.raft.leaderID, follower.raft.leaderAPI = "d2", "127.0.0.1:1"
+	r = do(t, "POST", follower.url+"/v1/vips", map[string]any{"name": "v", "prefix": "192.0.2.10/24"})
+	if r.status != 503 || r.err.Code != api.CodeUnavailable || !strings.Contains(r.err.Message, "just elected") {
+		t.Fatalf("leader still catching up: got %d %+v", r.status, r.err)
+	}
+
 	// A leader that cannot be reached is reported, not hung on.
 	follower.raft.leaderID, follower.raft.leaderAPI = "d9", "127.0.0.1:1"
 	r = do(t, "POST", follower.url+"/v1/vips", map[string]any{"name": "v", "prefix": "192.0.2.10/24"})
@@ -368,7 +386,7 @@ func TestMembershipErrors(t *testing.T) {
 	if r := do(t, "DELETE", d.url+"/v1/members/d2?force=true", nil); r.status != 200 {
 		t.Fatalf("forced removal: %d %+v", r.status, r.err)
 	}
-	if got := d.raft.calls[len(d.raft.calls)-1]; got != "remove d2 force=true" {
-		t.Fatalf("last call %q", got)
+	if calls := d.raft.recorded(); len(calls) == 0 || calls[len(calls)-1] != "remove d2 force=true" {
+		t.Fatalf("calls %q, want the last to be the forced removal", calls)
 	}
 }
