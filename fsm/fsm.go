@@ -40,6 +40,9 @@ func (e *FieldError) Unwrap() error { return e.Kind }
 type FSM struct {
 	mu sync.RWMutex
 	s  *store
+	// changes remembers which services recent entries touched; mu guards
+	// it like the state it describes.
+	changes changeLog
 
 	// subMu guards the subscribers. Notifications are sent while mu is
 	// held for writing, so subscribers see indexes in apply order.
@@ -71,6 +74,7 @@ func (f *FSM) Apply(index uint64, data []byte) error {
 	commit, err := f.s.prepare(cmd)
 	if err == nil {
 		commit()
+		f.changes.record(index, cmd)
 	}
 	f.s.state.Index = index
 	f.notify(index)
@@ -158,6 +162,7 @@ func (f *FSM) Restore(r io.Reader) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.s = ns
+	f.changes.reset(ns.state.Index)
 	f.notify(ns.state.Index)
 	return nil
 }

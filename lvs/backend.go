@@ -95,5 +95,5 @@ func applyOp(t Table, op Op) error {
 }
 
 func knownScheduler(name string) bool {
-	return slices.Contains(fsm.Schedulers, fsm.Scheduler(name))
+	return slices.Contains(fsm.Schedulers(), fsm.Scheduler(name))
 }

@@ -192,7 +192,7 @@ func (d *Desired) add(st *fsm.State, name string, fs *fsm.Service, errs []error)
 	if key.FWMark != 0 {
 		d.FWMarks[key.FWMark]++
 	}
-	svc, serr, derrs := convertService(name, fs, key)
+	svc, derrs, serr := convertService(name, fs, key)
 	if serr != nil {
 		serr = prefixField(svcField(name), serr)
 		d.Held[key] = serr
@@ -383,7 +383,7 @@ func serviceKey(st *fsm.State, fs *fsm.Service) (ServiceKey, error) {
 // convertService builds the kernel service. A failure of the service
 // itself is serr; failures of single real servers are derrs, and those
 // servers are left out.
-func convertService(name string, fs *fsm.Service, key ServiceKey) (svc *Service, serr error, derrs []error) {
+func convertService(name string, fs *fsm.Service, key ServiceKey) (svc *Service, derrs []error, serr error) {
 	s := &Service{
 		Name: name,
 		Service: ipvs.Service{
@@ -397,11 +397,11 @@ func convertService(name string, fs *fsm.Service, key ServiceKey) (svc *Service,
 		},
 	}
 	if fs.Scheduler == "" || len(fs.Scheduler) > maxSchedulerName {
-		return nil, fieldErr(".scheduler", fmt.Sprintf("%q is not a scheduler name (1 to %d characters)", fs.Scheduler, maxSchedulerName)), nil
+		return nil, nil, fieldErr(".scheduler", fmt.Sprintf("%q is not a scheduler name (1 to %d characters)", fs.Scheduler, maxSchedulerName))
 	}
 	flags, err := schedFlags(fs.Scheduler, fs.SchedFlags)
 	if err != nil {
-		return nil, fieldErr(".sched_flags", err.Error()), nil
+		return nil, nil, fieldErr(".sched_flags", err.Error())
 	}
 	s.Flags = flags
 	if fs.OnePacket {
@@ -409,17 +409,17 @@ func convertService(name string, fs *fsm.Service, key ServiceKey) (svc *Service,
 	}
 	if p := fs.Persistence; p != nil {
 		if p.Timeout <= 0 || int64(p.Timeout) > math.MaxUint32 {
-			return nil, fieldErr(".persistence.timeout", fmt.Sprintf("%d is not a positive number of seconds", p.Timeout)), nil
+			return nil, nil, fieldErr(".persistence.timeout", fmt.Sprintf("%d is not a positive number of seconds", p.Timeout))
 		}
 		mask, err := persistenceMask(key.Family, p.PrefixLen)
 		if err != nil {
-			return nil, fieldErr(".persistence.prefix_len", err.Error()), nil
+			return nil, nil, fieldErr(".persistence.prefix_len", err.Error())
 		}
 		s.Flags |= ipvs.ServicePersistent
 		s.Timeout = uint32(p.Timeout)
 		s.Netmask = mask
 	} else if key.FWMark == 0 && key.Port == 0 {
-		return nil, fieldErr(".port", "0 (every port) needs persistence, as ipvsadm requires"), nil
+		return nil, nil, fieldErr(".port", "0 (every port) needs persistence, as ipvsadm requires")
 	}
 
 	s.Dests = make([]Destination, 0, len(fs.Servers))
@@ -448,7 +448,7 @@ func convertService(name string, fs *fsm.Service, key ServiceKey) (svc *Service,
 			i--
 		}
 	}
-	return s, nil, derrs
+	return s, derrs, nil
 }
 
 func convertServer(fs *fsm.Service, key ServiceKey, rs *fsm.RealServer) (Destination, error) {

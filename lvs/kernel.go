@@ -74,11 +74,13 @@ type nlConn interface {
 // sequence number and the acknowledge flag, in one system call, then
 // reads the acknowledgements and matches each error to its request by
 // sequence number. A blocking round trip per object is several times
-// slower at scale.
+// slower at scale (in the TCG test VM: 22,000 ops took 18.5 s one at a
+// time, 7.6 s in batches of 256).
 //
 // List reads the services with one GET_SERVICE dump and then dumps each
-// service's destinations (the kernel runs one dump at a time per socket,
-// so those cannot be pipelined).
+// service's destinations. The kernel runs one dump at a time per socket,
+// so those cannot be pipelined; ListWorkers sockets dump in parallel
+// instead.
 type Kernel struct {
 	log  *slog.Logger
 	opts KernelOptions
@@ -221,7 +223,11 @@ func (k *Kernel) Apply(ctx context.Context, ops []Op) error {
 	if err != nil {
 		return err
 	}
+	began := time.Now()
 	var errs []error
+	defer func() {
+		k.log.DebugContext(ctx, "applied IPVS ops", "ops", len(ops), "failed", len(errs), "duration", time.Since(began))
+	}()
 	for start := 0; start < len(ops); start += k.opts.Batch {
 		if err := ctx.Err(); err != nil {
 			return errors.Join(append(errs, fmt.Errorf("%d IPVS ops not sent: %w", len(ops)-start, err))...)
@@ -245,25 +251,13 @@ func (k *Kernel) applyBatch(ctx context.Context, conn nlConn, ops []Op, start, e
 	msgs := make([]netlink.Message, 0, end-start)
 	index := make(map[uint32]int, end-start) // sequence -> op index
 	for i := start; i < end; i++ {
-		gm, err := encodeOp(ops[i])
-		if err == nil {
-			var data []byte
-			data, err = gm.MarshalBinary()
-			if err == nil {
-				seq := k.nextSeq()
-				index[seq] = i
-				msgs = append(msgs, netlink.Message{
-					Header: netlink.Header{
-						Type:     netlink.HeaderType(k.family),
-						Flags:    netlink.Request | netlink.Acknowledge,
-						Sequence: seq,
-					},
-					Data: data,
-				})
-				continue
-			}
+		m, err := k.request(ops[i])
+		if err != nil {
+			errs = append(errs, &OpError{Op: ops[i], Index: i, Err: fmt.Errorf("encode: %w", err)})
+			continue
 		}
-		errs = append(errs, &OpError{Op: ops[i], Index: i, Err: fmt.Errorf("encode: %w", err)})
+		index[m.Header.Sequence] = i
+		msgs = append(msgs, m)
 	}
 	if len(msgs) == 0 {
 		return errs, nil
@@ -298,6 +292,27 @@ func (k *Kernel) applyBatch(ctx context.Context, conn nlConn, ops []Op, start, e
 	return errs, nil
 }
 
+// request encodes op as a netlink request that asks for an
+// acknowledgement, under a fresh sequence number.
+func (k *Kernel) request(op Op) (netlink.Message, error) {
+	gm, err := encodeOp(op)
+	if err != nil {
+		return netlink.Message{}, err
+	}
+	data, err := gm.MarshalBinary()
+	if err != nil {
+		return netlink.Message{}, err
+	}
+	return netlink.Message{
+		Header: netlink.Header{
+			Type:     netlink.HeaderType(k.family),
+			Flags:    netlink.Request | netlink.Acknowledge,
+			Sequence: k.nextSeq(),
+		},
+		Data: data,
+	}, nil
+}
+
 // kernelError turns a netlink error reply into the errno it carries, with
 // the kernel's extended message when there is one, so errors.Is matches
 // syscall.EINVAL and friends.
@@ -316,11 +331,14 @@ func (k *Kernel) List(ctx context.Context) (Table, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	t, err := k.list(ctx, conn)
 	if err != nil {
 		k.discard()
 		return nil, err
 	}
+	services, dests := t.Count()
+	k.log.DebugContext(ctx, "listed IPVS table", "services", services, "dests", dests, "duration", time.Since(start))
 	return t, nil
 }
 

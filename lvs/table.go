@@ -2,7 +2,6 @@ package lvs
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -270,17 +269,4 @@ func sameDestAttrs(want, got *ipvs.Destination) bool {
 			want.TunnelFlags == got.TunnelFlags
 	}
 	return true
-}
-
-// describeService returns a one-line summary of a service's settings, for
-// logs.
-func describeService(s *ipvs.Service) string {
-	out := fmt.Sprintf("scheduler %s", s.Scheduler)
-	if f := FlagNames(*s); len(f) > 0 {
-		out += fmt.Sprintf(" flags %v", f)
-	}
-	if s.Flags&ipvs.ServicePersistent != 0 {
-		out += fmt.Sprintf(" timeout %d netmask %s", s.Timeout, s.Netmask)
-	}
-	return out
 }
