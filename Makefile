@@ -11,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e/smoke')
 VM_TIMEOUT ?= 15m
 
-.PHONY: all build test unit smoke kernel-test vm-deps lint bench demo deps clean
+.PHONY: all build test unit smoke kernel-test vm-deps lint bench bench-kernel demo deps clean
 
 all: build
 
@@ -62,3 +62,11 @@ demo:
 
 clean:
 	rm -rf $(BIN)
+
+# bench-kernel runs the IPVS backend's scale benchmarks (10,000 services x 10
+# real servers) against the stock kernel in the VM, next to ipvsadm-restore.
+# Under emulation this takes several minutes.
+bench-kernel: vm-deps $(BIN)/vmrun
+	CGO_ENABLED=0 $(GO) test -c -o $(BIN)/lvs.test ./lvs
+	$(BIN)/vmrun -timeout 60m -mem 4096 -e DIRECTORATE_IPVS_TEST=1 -- \
+	  $(CURDIR)/$(BIN)/lvs.test -test.run '^$$' -test.bench 'Kernel' -test.benchtime 1x -test.v
