@@ -82,6 +82,10 @@ type Options struct {
 
 // withDefaults fills zero fields and validates the result, naming the field
 // at fault.
+// Resolve returns o with the defaults filled in, or an error naming each
+// invalid field: what NewManager would accept or refuse.
+func (o Options) Resolve() (Options, error) { return o.withDefaults() }
+
 func (o Options) withDefaults() (Options, error) {
 	if o.Lifetime == 0 {
 		o.Lifetime = DefaultLifetime

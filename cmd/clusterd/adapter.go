@@ -76,11 +76,22 @@ func (c nodeConsensus) Status() api.Status {
 			}
 		}
 	}
+	held := map[string]bool{}
+	for _, h := range c.d.vips.Held() {
+		held[h.VIP.Name] = true
+	}
 	c.d.fsm.Read(func(s *fsm.State) {
 		for _, v := range s.VIPs {
-			// Claiming VIPs is the leader's duty once VIP ownership
-			// lands; until then no director holds them.
-			st.VIPs = append(st.VIPs, api.VIPHolder{Name: v.Name, Prefix: v.Prefix})
+			// This director knows what it holds itself; of the others it
+			// knows only that the leader is the one that should.
+			holder := ""
+			switch {
+			case held[v.Name]:
+				holder = n.ID()
+			case leader != "" && leader != n.ID():
+				holder = leader
+			}
+			st.VIPs = append(st.VIPs, api.VIPHolder{Name: v.Name, Prefix: v.Prefix, Holder: holder})
 		}
 		st.Services = len(s.Services)
 		for _, svc := range s.Services {

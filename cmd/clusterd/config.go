@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/directorate/directorate/cluster"
+	"github.com/directorate/directorate/vip"
 	"gopkg.in/yaml.v3"
 )
 
@@ -33,6 +34,7 @@ type config struct {
 	// Timing selects a profile and overrides its fields one by one.
 	Timing cluster.TimingConfig `yaml:"timing"`
 	LVS    lvsConfig            `yaml:"lvs"`
+	VIP    vipConfig            `yaml:"vip"`
 	Log    logConfig            `yaml:"log"`
 	// APITimeout bounds how long a write waits to be committed.
 	APITimeout time.Duration `yaml:"api_timeout"`
@@ -44,6 +46,28 @@ type lvsConfig struct {
 	// ResyncInterval is how often the whole kernel table is re-read to
 	// repair drift such as `ipvsadm -C`.
 	ResyncInterval time.Duration `yaml:"resync_interval"`
+}
+
+type vipConfig struct {
+	// Backend is "kernel" (the default: netlink addresses and ARP/NA
+	// announcements) or "dry-run", which only records claims, for several
+	// directors sharing one host in tests.
+	Backend string `yaml:"backend"`
+	// Fence is "none" (the default) or "lease": see the vip package.
+	Fence string `yaml:"fence"`
+	// Lifetime is each VIP's kernel lifetime: how long a VIP outlives a
+	// crashed or hung clusterd. Whole seconds.
+	Lifetime       time.Duration `yaml:"lifetime"`
+	BurstCount     int           `yaml:"burst_count"`
+	BurstInterval  time.Duration `yaml:"burst_interval"`
+	RepeatInterval time.Duration `yaml:"repeat_interval"`
+	// PrefixRoute lets the kernel add a connected route with each VIP.
+	PrefixRoute bool `yaml:"prefix_route"`
+}
+
+func (v vipConfig) options() vip.Options {
+	return vip.Options{Lifetime: v.Lifetime, BurstCount: v.BurstCount, BurstInterval: v.BurstInterval,
+		RepeatInterval: v.RepeatInterval, PrefixRoute: v.PrefixRoute}
 }
 
 type logConfig struct {
@@ -87,6 +111,15 @@ func (c *config) defaults() {
 	}
 	if c.LVS.ResyncInterval == 0 {
 		c.LVS.ResyncInterval = 30 * time.Second
+	}
+	if c.VIP.Backend == "" {
+		c.VIP.Backend = "kernel"
+	}
+	if c.VIP.Fence == "" {
+		c.VIP.Fence = string(vip.FenceNone)
+	}
+	if c.VIP.Lifetime == 0 {
+		c.VIP.Lifetime = vip.DefaultLifetime
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -139,6 +172,17 @@ func (c *config) validate() error {
 	}
 	if c.LVS.ResyncInterval < time.Second {
 		bad("lvs.resync_interval", "must be at least 1s, got %s", c.LVS.ResyncInterval)
+	}
+	switch c.VIP.Backend {
+	case "kernel", "dry-run":
+	default:
+		bad("vip.backend", "must be kernel or dry-run, got %q", c.VIP.Backend)
+	}
+	if _, err := vip.ParseFence(c.VIP.Fence); err != nil {
+		bad("vip.fence", "must be none or lease, got %q", c.VIP.Fence)
+	}
+	if _, err := c.VIP.options().Resolve(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)

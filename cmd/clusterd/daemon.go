@@ -14,6 +14,7 @@ import (
 	"github.com/directorate/directorate/cluster"
 	"github.com/directorate/directorate/fsm"
 	"github.com/directorate/directorate/lvs"
+	"github.com/directorate/directorate/vip"
 )
 
 // daemon wires one director together: the FSM fed by Raft, the reconciler
@@ -25,6 +26,8 @@ type daemon struct {
 	node    *cluster.Node
 	backend lvs.Backend
 	rec     *lvs.Reconciler
+	vips    vipOwner
+	duties  *duties
 
 	mu      sync.Mutex
 	desired *lvs.Desired
@@ -45,12 +48,47 @@ func openBackend(cfg *config, log *slog.Logger) (lvs.Backend, error) {
 	return k, nil
 }
 
+// openVIPs opens the configured VIP backend.
+func openVIPs(cfg *config, log *slog.Logger) (vipOwner, time.Duration, func(), error) {
+	opts, err := cfg.VIP.options().Resolve()
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if cfg.VIP.Backend == "dry-run" {
+		log.Warn("vip.backend is dry-run: VIPs are recorded, not added to any interface")
+		return newDryRunVIPs(log, opts.Lifetime), opts.RenewInterval, func() {}, nil
+	}
+	nl, err := vip.NewKernel()
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("vip.backend kernel: %w", err)
+	}
+	m, err := vip.NewManager(nl, vip.NewPacketAnnouncer(), log, opts)
+	if err != nil {
+		nl.Close()
+		return nil, 0, nil, fmt.Errorf("vip: %w", err)
+	}
+	return m, opts.RenewInterval, nl.Close, nil
+}
+
 func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	backend, err := openBackend(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer backend.Close()
+	vips, renew, closeVIPs, err := openVIPs(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeVIPs()
+	timing, err := cfg.Timing.Resolve()
+	if err != nil {
+		return err
+	}
+	fence, err := vip.ParseFence(cfg.VIP.Fence)
+	if err != nil {
+		return err
+	}
 
 	// Listen before joining, so a taken port fails fast instead of leaving
 	// a cluster member without an API.
@@ -62,7 +100,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	f := fsm.New()
 	d := &daemon{
-		cfg: cfg, log: log, fsm: f, backend: backend,
+		cfg: cfg, log: log, fsm: f, backend: backend, vips: vips,
 		rec: lvs.NewReconciler(backend, log, lvs.Options{ResyncInterval: cfg.LVS.ResyncInterval}),
 	}
 	node, err := cluster.New(cfg.clusterConfig(version), f,
@@ -71,6 +109,8 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("start cluster node: %w", err)
 	}
 	d.node = node
+	d.duties = &duties{log: log, fsm: f, vips: vips, lease: node, fence: fence, interval: renew,
+		leaseTimeout: timing.LeaderLeaseTimeout}
 
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout)
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -90,7 +130,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
-		log.Info("stopping: a leader hands leadership over first")
+		log.Info("stopping: a leader releases its VIPs, then hands leadership over")
 	case serveErr = <-httpDone:
 		serveErr = fmt.Errorf("API server: %w", serveErr)
 	}
@@ -99,6 +139,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// are forwarded to the new leader instead of refused.
 	shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	d.duties.close(shutCtx)
 	nodeErr := node.Shutdown(shutCtx)
 	stopLoops()
 	wg.Wait()
@@ -182,21 +223,30 @@ func (d *daemon) reconcile(ctx context.Context) bool {
 	return err == nil
 }
 
-// leadershipLoop logs leadership changes. Taking over the VIPs on winning
-// and releasing them on losing hang off these events.
+// leadershipLoop turns leadership events into VIP duties: claim after
+// winning (the event follows the barrier, and IPVS is already converged on
+// every director), release at once on losing. While following, it removes
+// stale VIPs every renew interval.
 func (d *daemon) leadershipLoop(ctx context.Context) {
+	tick := time.NewTicker(d.duties.interval)
+	defer tick.Stop()
+	d.duties.cleanupStale(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			d.duties.cleanupStale(ctx)
 		case ev, ok := <-d.node.Leadership():
 			if !ok {
 				return
 			}
 			if ev.Leader {
 				d.log.Info("became leader", "term", ev.Term, "index", ev.Index)
+				d.duties.becomeLeader(ev)
 			} else {
 				d.log.Info("lost leadership", "term", ev.Term, "index", ev.Index)
+				d.duties.stepDown(ctx, "lost leadership")
 			}
 		}
 	}

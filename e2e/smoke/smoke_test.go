@@ -79,6 +79,8 @@ timing:
 lvs:
   backend: dry-run
   resync_interval: 5s
+vip:
+  backend: dry-run
 log:
   level: debug
 `, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "))
@@ -178,6 +180,37 @@ type status struct {
 	State  string `json:"state"`
 	Leader string `json:"leader"`
 	Index  uint64 `json:"index"`
+	VIPs   []struct {
+		Name   string `json:"name"`
+		Holder string `json:"holder"`
+	} `json:"vips"`
+}
+
+// holds reports whether director d says it holds the VIP named name.
+func (c *cluster) holds(d *director, name string) bool {
+	st, ok := c.status(d)
+	if !ok {
+		return false
+	}
+	for _, v := range st.VIPs {
+		if v.Name == name {
+			return v.Holder == d.id
+		}
+	}
+	return false
+}
+
+// onlyHolder waits until the leader, and no other director, holds the VIP.
+func (c *cluster) onlyHolder(leader *director, name string) {
+	c.t.Helper()
+	waitFor(c.t, 10*time.Second, leader.id+" alone to hold "+name, func() bool {
+		for _, d := range c.directors {
+			if d.cmd != nil && c.holds(d, name) != (d == leader) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func (c *cluster) status(d *director) (status, bool) {
@@ -281,6 +314,8 @@ func TestThreeDirectors(t *testing.T) {
 		t.Fatalf("a DR port remap was not refused with a message naming the port: exit %d, %q", code, errs)
 	}
 
+	c.onlyHolder(leader, "web-vip")
+
 	want := serviceJSON(c, leader)
 	if !strings.Contains(want, "10.1.0.2:8080") || strings.Contains(want, "10.1.0.3") {
 		t.Fatalf("leader's service is not what was configured: %s", want)
@@ -303,6 +338,7 @@ func TestThreeDirectors(t *testing.T) {
 	c.kill(leader)
 	newLeader := c.waitLeader(30 * time.Second)
 	t.Logf("new leader after SIGKILL: %s", newLeader.id)
+	c.onlyHolder(newLeader, "web-vip")
 	if got := serviceJSON(c, newLeader); got != want {
 		t.Fatalf("state changed across failover:\nwant %s\ngot  %s", want, got)
 	}
@@ -321,6 +357,7 @@ func TestThreeDirectors(t *testing.T) {
 		c.start(d)
 	}
 	final := c.waitLeader(30 * time.Second)
+	c.onlyHolder(final, "web-vip")
 	for _, d := range c.directors {
 		waitFor(t, 20*time.Second, d.id+" to recover its state", func() bool { return serviceJSON(c, d) == want })
 	}
