@@ -41,8 +41,20 @@ func (c nodeConsensus) RemoveServer(ctx context.Context, id string, force bool) 
 	return c.node.RemoveServer(ctx, id, force)
 }
 
+// TransferLeadership is a planned handover: the VIPs are released first, so
+// the old and the new leader never hold them together, and the new leader
+// claims them as soon as its barrier completes. If the transfer fails this
+// director is still the leader and claims them again.
 func (c nodeConsensus) TransferLeadership(ctx context.Context, to string) error {
-	return c.node.TransferLeadership(ctx, to)
+	if to == c.node.ID() {
+		return nil // already there: nothing to hand over
+	}
+	c.d.duties.stepDown(ctx, "leadership transfer")
+	err := c.node.TransferLeadership(ctx, to)
+	if err != nil && c.node.IsLeader() {
+		c.d.duties.becomeLeader(cluster.LeadershipEvent{Leader: true, Term: c.node.Term(), Index: c.node.AppliedIndex()})
+	}
+	return err
 }
 
 func (c nodeConsensus) Members(context.Context) ([]api.Member, error) {

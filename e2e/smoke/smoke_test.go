@@ -316,6 +316,14 @@ func TestThreeDirectors(t *testing.T) {
 
 	c.onlyHolder(leader, "web-vip")
 
+	// A planned handover moves leadership and the VIP together.
+	c.mustCtl(follower, "leader", "transfer", "--to", follower.id)
+	if got := c.waitLeader(10 * time.Second); got != follower {
+		t.Fatalf("leader after transfer to %s: %s", follower.id, got.id)
+	}
+	c.onlyHolder(follower, "web-vip")
+	leader, follower = follower, leader
+
 	want := serviceJSON(c, leader)
 	if !strings.Contains(want, "10.1.0.2:8080") || strings.Contains(want, "10.1.0.3") {
 		t.Fatalf("leader's service is not what was configured: %s", want)
