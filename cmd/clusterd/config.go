@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/directorate/directorate/cluster"
+	"github.com/directorate/directorate/cluster/watchdog"
+	"github.com/directorate/directorate/hooks"
 	"github.com/directorate/directorate/vip"
 	"gopkg.in/yaml.v3"
 )
@@ -35,7 +37,11 @@ type config struct {
 	Timing cluster.TimingConfig `yaml:"timing"`
 	LVS    lvsConfig            `yaml:"lvs"`
 	VIP    vipConfig            `yaml:"vip"`
-	Log    logConfig            `yaml:"log"`
+	// Watchdog guards a hung leader; empty device means none.
+	Watchdog watchdog.Config `yaml:"watchdog"`
+	// Hooks run on role changes, like Heartbeat's haresources scripts.
+	Hooks hooks.Config `yaml:"hooks"`
+	Log   logConfig    `yaml:"log"`
 	// APITimeout bounds how long a write waits to be committed.
 	APITimeout time.Duration `yaml:"api_timeout"`
 }
@@ -181,7 +187,12 @@ func (c *config) validate() error {
 	if _, err := vip.ParseFence(c.VIP.Fence); err != nil {
 		bad("vip.fence", "must be none or lease, got %q", c.VIP.Fence)
 	}
-	if _, err := c.VIP.options().Resolve(); err != nil {
+	if opts, err := c.VIP.options().Resolve(); err != nil {
+		errs = append(errs, err)
+	} else if err := c.Watchdog.Validate(opts.RenewInterval); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Hooks.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/directorate/directorate/api"
 	"github.com/directorate/directorate/cluster"
+	"github.com/directorate/directorate/cluster/watchdog"
 	"github.com/directorate/directorate/fsm"
+	"github.com/directorate/directorate/hooks"
 	"github.com/directorate/directorate/lvs"
 	"github.com/directorate/directorate/vip"
 )
@@ -103,14 +106,41 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		cfg: cfg, log: log, fsm: f, backend: backend, vips: vips,
 		rec: lvs.NewReconciler(backend, log, lvs.Options{ResyncInterval: cfg.LVS.ResyncInterval}),
 	}
+	var wd leaderWatchdog = noWatchdog{}
+	if cfg.Watchdog.Enabled() {
+		// Opening the device would arm it, so only its presence is checked
+		// here: a path that is wrong on every director would otherwise
+		// make each new leader refuse its duties and hand over in turn.
+		if _, err := os.Stat(cfg.Watchdog.Device); err != nil {
+			return fmt.Errorf("watchdog.device: %w (load a driver such as softdog, or fix the path)", err)
+		}
+		w, err := watchdog.New(watchdog.OSDevice{}, cfg.Watchdog.Device, cfg.Watchdog.EffectiveTimeout(), log, watchdog.SystemClock())
+		if err != nil {
+			return fmt.Errorf("watchdog: %w", err)
+		}
+		wd = w
+	}
+	runner, err := hooks.NewRunner(cfg.Hooks, hooks.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("hooks: %w", err)
+	}
+	defer runner.Close()
 	node, err := cluster.New(cfg.clusterConfig(version), f,
 		cluster.WithLogger(log), cluster.WithRemoveForwarder(forwardRemove(cfg.APITimeout)))
 	if err != nil {
 		return fmt.Errorf("start cluster node: %w", err)
 	}
 	d.node = node
-	d.duties = &duties{log: log, fsm: f, vips: vips, lease: node, fence: fence, interval: renew,
-		leaseTimeout: timing.LeaderLeaseTimeout}
+	d.duties = &duties{node: cfg.NodeID, log: log, fsm: f, vips: vips, lease: node, watchdog: wd, hooks: runner,
+		fence: fence, interval: renew, leaseTimeout: timing.LeaderLeaseTimeout,
+		onStall: func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.APITimeout)
+			defer cancel()
+			if err := (nodeConsensus{node: node, d: d}).TransferLeadership(ctx, ""); err != nil {
+				log.Error("hand leadership over after a stall", "err", err)
+			}
+		}}
+	runner.RunAsync(hooks.Event{Role: hooks.RoleFollower, Node: cfg.NodeID})
 
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout)
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -141,6 +171,10 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer cancel()
 	d.duties.close(shutCtx)
 	nodeErr := node.Shutdown(shutCtx)
+	if err := runner.Drain(shutCtx); err != nil {
+		log.Warn("role hooks still running at stop", "err", err)
+	}
+	runner.Run(shutCtx, hooks.Event{Role: hooks.RoleStop, Node: cfg.NodeID, Index: f.Index()})
 	stopLoops()
 	wg.Wait()
 	if err := httpSrv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/directorate/directorate/cluster"
+	"github.com/directorate/directorate/cluster/watchdog"
 	"github.com/directorate/directorate/fsm"
+	"github.com/directorate/directorate/hooks"
 	"github.com/directorate/directorate/vip"
 )
 
@@ -61,6 +63,29 @@ func (r *recordingVIPs) CleanupStale(_ context.Context, v []vip.VIP) error {
 func (r *recordingVIPs) Held() []vip.Held                  { return nil }
 func (r *recordingVIPs) FenceWait(vip.Fence) time.Duration { return r.fence }
 
+// recordingWatchdog and recordingHooks write into the same journal as the
+// VIPs, so tests see the order of every duty.
+type recordingWatchdog struct {
+	rec  *recordingVIPs
+	pets atomic.Int64
+}
+
+func (w *recordingWatchdog) Arm() error    { w.rec.add("arm"); return nil }
+func (w *recordingWatchdog) Disarm() error { w.rec.add("disarm"); return nil }
+func (w *recordingWatchdog) PetIfHealthy(h watchdog.Health, b watchdog.Bounds) (bool, error) {
+	ok, _ := h.OK(time.Now(), b)
+	if ok {
+		w.pets.Add(1)
+	}
+	return ok, nil
+}
+
+type recordingHooks struct{ rec *recordingVIPs }
+
+func (h recordingHooks) RunAsync(ev hooks.Event) {
+	h.rec.add("hook %s %s", ev.Role, strings.Join(ev.VIPs, ","))
+}
+
 // fakeLease answers lease checks as told, and counts them.
 type fakeLease struct {
 	ok    atomic.Bool
@@ -95,8 +120,8 @@ func newDuties(t *testing.T) (*duties, *recordingVIPs, *fakeLease, *applier) {
 	f := fsm.New()
 	a := &applier{t: t, f: f}
 	a.apply(fsm.AddVIP{VIP: fsm.VIP{Name: "web", Prefix: netip.MustParsePrefix("192.0.2.10/24")}})
-	d := &duties{log: testLogger(t), fsm: f, vips: rec, lease: lease, interval: 5 * time.Millisecond,
-		leaseTimeout: time.Second}
+	d := &duties{node: "d1", log: testLogger(t), fsm: f, vips: rec, lease: lease, interval: 5 * time.Millisecond,
+		leaseTimeout: time.Second, watchdog: &recordingWatchdog{rec: rec}, hooks: recordingHooks{rec: rec}}
 	return d, rec, lease, a
 }
 
@@ -119,8 +144,11 @@ func TestDutiesClaimRenewRelease(t *testing.T) {
 	d, rec, lease, a := newDuties(t)
 	d.becomeLeader(cluster.LeadershipEvent{Leader: true, Term: 3})
 	calls := waitCalls(t, rec, "a claim and a renewal", func(c []string) bool { return slices.Contains(c, "renew") })
-	if calls[0] != "claim web" {
-		t.Fatalf("the first duty must be the claim: %v", calls)
+	if !slices.Equal(calls[:3], []string{"arm", "claim web", "hook leader 192.0.2.10"}) {
+		t.Fatalf("a new leader must arm the watchdog, claim, then run its hooks: %v", calls)
+	}
+	if d.watchdog.(*recordingWatchdog).pets.Load() == 0 {
+		waitCalls(t, rec, "a pet", func([]string) bool { return d.watchdog.(*recordingWatchdog).pets.Load() > 0 })
 	}
 
 	// A configuration change while leading is synced.
@@ -140,8 +168,8 @@ func TestDutiesClaimRenewRelease(t *testing.T) {
 
 	d.stepDown(context.Background(), "test")
 	after := rec.log()
-	if after[len(after)-1] != "release" {
-		t.Fatalf("stepping down must end with the release: %v", after)
+	if !slices.Equal(after[len(after)-3:], []string{"release", "disarm", "hook follower 192.0.2.11,192.0.2.10"}) {
+		t.Fatalf("stepping down must release, then disarm, then run the hooks: %v", after)
 	}
 	// Nothing runs after the release: the leader goroutine has ended.
 	for range 10 {
@@ -160,13 +188,13 @@ func TestDutiesFenceWaitsBeforeClaiming(t *testing.T) {
 	for range 10 {
 		time.Sleep(d.interval)
 	}
-	if got := rec.log(); len(got) != 0 {
+	if got := rec.log(); !slices.Equal(got, []string{"arm"}) {
 		t.Fatalf("claimed during the fence wait: %v", got)
 	}
 	// Losing leadership during the wait releases without ever claiming.
 	d.stepDown(context.Background(), "test")
-	if got := rec.log(); !slices.Equal(got, []string{"release"}) {
-		t.Fatalf("got %v, want only a release", got)
+	if got := rec.log(); !slices.Equal(got, []string{"arm", "release", "disarm", "hook follower 192.0.2.10"}) {
+		t.Fatalf("got %v, want the watchdog armed, and a release without a claim", got)
 	}
 }
 

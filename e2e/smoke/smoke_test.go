@@ -81,9 +81,19 @@ lvs:
   resync_interval: 5s
 vip:
   backend: dry-run
+# A plain file stands in for /dev/watchdog: the writes land, the timeout
+# ioctl is refused and tolerated.
+watchdog:
+  device: %s
+hooks:
+  on_leader: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_TERM $DIRECTORATE_VIPS" >> %s']
 log:
   level: debug
-`, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "))
+`, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "),
+			filepath.Join(d.dir, "watchdog"), filepath.Join(d.dir, "hooks.log"))
+		if err := os.WriteFile(filepath.Join(d.dir, "watchdog"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -262,12 +272,16 @@ func (c *cluster) waitLeader(timeout time.Duration) *director {
 // waitFor polls fn until it holds.
 func waitFor(t *testing.T, timeout time.Duration, what string, fn func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for !fn() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if waited := time.Since(start); waited > time.Second {
+		t.Logf("waited %s for %s", waited.Round(time.Millisecond), what)
 	}
 }
 
@@ -291,6 +305,8 @@ func TestThreeDirectors(t *testing.T) {
 	for _, d := range c.directors {
 		c.start(d)
 	}
+	begin := time.Now()
+	phase := func(name string) { t.Logf("%6s %s", time.Since(begin).Round(10*time.Millisecond), name) }
 	leader := c.waitLeader(30 * time.Second)
 	t.Logf("leader: %s", leader.id)
 
@@ -308,6 +324,7 @@ func TestThreeDirectors(t *testing.T) {
 	c.mustCtl(leader, "server", "add", "web", "10.1.0.2:8080")
 	c.mustCtl(follower, "server", "set", "web", "10.1.0.2:8080", "--weight", "5")
 
+	phase("A bad request is refused")
 	// A bad request is refused with the field named, and changes nothing.
 	_, errs, code := c.ctl(follower, "server", "add", "web", "10.1.0.3:8080", "--method", "dr")
 	if code == 0 || !strings.Contains(errs, "port") {
@@ -315,13 +332,26 @@ func TestThreeDirectors(t *testing.T) {
 	}
 
 	c.onlyHolder(leader, "web-vip")
+	hookRan := func(d *director, vips string) func() bool {
+		return func() bool {
+			b, _ := os.ReadFile(filepath.Join(d.dir, "hooks.log"))
+			return strings.Contains(string(b), "leader ") && strings.Contains(string(b), vips)
+		}
+	}
+	waitFor(t, 10*time.Second, "the on_leader hook to run on "+leader.id, hookRan(leader, ""))
+	waitFor(t, 10*time.Second, leader.id+" to pet its watchdog", func() bool {
+		b, _ := os.ReadFile(filepath.Join(leader.dir, "watchdog"))
+		return len(b) > 0
+	})
 
+	phase("A planned handover moves")
 	// A planned handover moves leadership and the VIP together.
 	c.mustCtl(follower, "leader", "transfer", "--to", follower.id)
 	if got := c.waitLeader(10 * time.Second); got != follower {
 		t.Fatalf("leader after transfer to %s: %s", follower.id, got.id)
 	}
 	c.onlyHolder(follower, "web-vip")
+	waitFor(t, 10*time.Second, "the on_leader hook to run on "+follower.id+" with the VIP", hookRan(follower, "192.0.2.10"))
 	leader, follower = follower, leader
 
 	want := serviceJSON(c, leader)
@@ -332,6 +362,7 @@ func TestThreeDirectors(t *testing.T) {
 		waitFor(t, 10*time.Second, d.id+" to converge", func() bool { return serviceJSON(c, d) == want })
 	}
 
+	phase("Every director programs")
 	// Every director programs its (dry-run) IPVS table: hot standby.
 	for _, d := range c.directors {
 		waitFor(t, 10*time.Second, d.id+"'s IPVS table in sync", func() bool {
@@ -340,6 +371,7 @@ func TestThreeDirectors(t *testing.T) {
 		})
 	}
 
+	phase("Kill the leader:")
 	// Kill the leader: the others elect a new one, and the state is intact.
 	// waitLeader only returns a running director that every running one
 	// names, so the killed leader cannot be it.
@@ -353,22 +385,29 @@ func TestThreeDirectors(t *testing.T) {
 	c.mustCtl(newLeader, "server", "drain", "web", "10.1.0.1:8080")
 	want = serviceJSON(c, newLeader)
 
+	phase("The killed director rejoins")
 	// The killed director rejoins and catches up.
 	c.start(leader)
 	waitFor(t, 20*time.Second, "the restarted director to catch up", func() bool { return serviceJSON(c, leader) == want })
 
+	phase("Restart every director:")
 	// Restart every director: nothing is lost.
 	for _, d := range c.directors {
+		start := time.Now()
 		c.stop(d)
+		t.Logf("%s stopped in %s", d.id, time.Since(start).Round(time.Millisecond))
 	}
 	for _, d := range c.directors {
 		c.start(d)
 	}
+	phase("all restarted")
 	final := c.waitLeader(30 * time.Second)
+	phase("leader after restart: " + final.id)
 	c.onlyHolder(final, "web-vip")
 	for _, d := range c.directors {
 		waitFor(t, 20*time.Second, d.id+" to recover its state", func() bool { return serviceJSON(c, d) == want })
 	}
+	phase("state recovered")
 	c.mustCtl(final, "vip", "ls")
 	out := c.mustCtl(final, "status")
 	t.Logf("status after full restart:\n%s", out)
