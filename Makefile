@@ -45,7 +45,7 @@ kernel-test: vm-deps $(BIN)/vmrun
 	$(BIN)/vmrun -timeout $(VM_TIMEOUT) -e DIRECTORATE_IPVS_TEST=1 -- \
 	  $(CURDIR)/$(BIN)/lvs.test -test.v -test.count=1 -test.run 'Kernel'
 
-test: deps lint unit smoke kernel-test
+test: deps lint unit smoke netns kernel-test
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -70,3 +70,10 @@ bench-kernel: vm-deps $(BIN)/vmrun
 	CGO_ENABLED=0 $(GO) test -c -o $(BIN)/lvs.test ./lvs
 	$(BIN)/vmrun -timeout 60m -mem 4096 -e DIRECTORATE_IPVS_TEST=1 -- \
 	  $(CURDIR)/$(BIN)/lvs.test -test.run '^$$' -test.bench 'Kernel' -test.benchtime 1x -test.v
+
+# netns: HA integration tests in network namespaces on the host kernel (root).
+.PHONY: netns bench-failover
+netns: build
+	$(GO) test -count=1 -v ./e2e/netns/ -args -bin $(CURDIR)/$(BIN)
+bench-failover: build
+	$(GO) test -run '^$$' -bench Failover -benchtime 1x ./e2e/netns/ -args -bin $(CURDIR)/$(BIN)

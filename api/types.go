@@ -117,6 +117,19 @@ type Status struct {
 	Servers           int         `json:"servers"`
 	// LastReconcile reports the IPVS reconciler's last run on this director.
 	LastReconcile ReconcileStatus `json:"last_reconcile"`
+	// Ping is this director's ping-node score; nil without ping nodes.
+	Ping *PingScore `json:"ping,omitempty"`
+	// LatePeers, on the leader, are the voters it has not heard from for
+	// longer than warn_time (Heartbeat's warntime).
+	LatePeers []string `json:"late_peers,omitempty"`
+}
+
+// PingScore says how many of its ping nodes and groups a director reaches.
+type PingScore struct {
+	Value int `json:"value"`
+	Max   int `json:"max"`
+	// Ready is false until every ping node has answered or failed once.
+	Ready bool `json:"ready"`
 }
 
 // VIPHolder says which director holds a VIP.
@@ -124,6 +137,11 @@ type VIPHolder struct {
 	Name   string       `json:"name"`
 	Prefix netip.Prefix `json:"prefix"`
 	Holder string       `json:"holder"`
+	// Renewed is when this director last renewed the VIP's kernel
+	// lifetime; set only by the director that holds it.
+	Renewed time.Time `json:"renewed,omitzero"`
+	// Expires is when the kernel would drop the VIP without renewal.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // ReconcileStatus summarises one reconcile of the kernel table.
@@ -150,7 +168,14 @@ type Member struct {
 	Leader   bool   `json:"leader"`
 	// APIAddress and Gossip come from gossip; empty when unknown.
 	APIAddress string `json:"api_address,omitempty"`
-	Gossip     string `json:"gossip,omitempty"` // alive, dead, left or unknown
+	Gossip     string `json:"gossip,omitempty"`
+	// PingScore and PingMax are the ping-node score the director announces
+	// through gossip; PingMax is 0 without ping nodes.
+	PingScore int `json:"ping_score,omitempty"`
+	PingMax   int `json:"ping_max,omitempty"`
+	// Warning is what the director announces through gossip, such as a
+	// late peer.
+	Warning string `json:"warning,omitempty"` // alive, dead, left or unknown
 }
 
 // MemberAdd asks the leader to add a voter.

@@ -98,7 +98,12 @@ func (n *Node) hasRaftState() bool {
 }
 
 func (n *Node) announceState() {
-	if err := n.gossip.SetMeta(n.meta(true)); err != nil {
+	n.metaMu.Lock()
+	n.local.meta.HasState = true
+	n.metaMu.Unlock()
+	// Announced at once, not coalesced: directors waiting to bootstrap
+	// must learn quickly that a cluster now exists.
+	if err := n.publishMeta(); err != nil {
 		n.log.Warn("cannot announce raft state through gossip", "error", err)
 	}
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"regexp"
 	"time"
@@ -41,6 +42,60 @@ type Config struct {
 
 	Timing TimingConfig `yaml:"timing"`
 
+	// AutoJoin decides whether the leader adds, as voters, directors that
+	// join gossip without raft state (new directors, e.g. started with
+	// bootstrap_expect 0 and join).
+	//   - Unset (the default): only while the raft configuration has fewer
+	//     voters than bootstrap_expect, i.e. to complete or restore the
+	//     cluster size the operator asked for. bootstrap_expect here is the
+	//     largest among the leader and the voters, so a leader that was
+	//     itself added later with bootstrap_expect 0 applies the same rule.
+	//   - true: always. false: never; `clusterctl member add` only.
+	// Directors are added one at a time through AddVoter's quorum checks,
+	// after they have looked addable for a gossip probe interval. A
+	// director that already has raft state (it was removed, or belongs to
+	// another cluster) is never added automatically.
+	AutoJoin *bool `yaml:"auto_join"`
+	// DeadDirectorCleanup, when positive, lets the leader remove a director
+	// from raft once gossip has reported it dead or left, without it
+	// answering raft, for this long. The period is observed by the current
+	// leader: it restarts when leadership changes. Zero, the default,
+	// leaves removal to the operator. A voter is removed only when at
+	// least max(3, a majority of bootstrap_expect) voters remain
+	// (bootstrap_expect as for AutoJoin), and, as for any RemoveServer
+	// without force, when the voters that remain have a healthy quorum.
+	// At least 1s; expect minutes in production.
+	DeadDirectorCleanup time.Duration `yaml:"dead_director_cleanup"`
+	// WarnTime is Heartbeat's warntime: the leader logs a warning when a
+	// raft peer has not answered it for this long, once per episode, and
+	// announces "late peers: …" as its gossip warning until the peer
+	// answers again (LatePeers lists them). Default 2 ×
+	// timing.heartbeat_timeout; at least timing.heartbeat_timeout, as
+	// shorter would warn about heartbeat jitter.
+	WarnTime time.Duration `yaml:"warn_time"`
+
+	// AutoFailback is Heartbeat's auto_failback. When true, a leader
+	// that is not the most preferred director asks (FailbackRequests) to
+	// hand leadership to a more preferred voter once that voter has been
+	// healthy continuously for FailbackHold: alive in gossip, answering
+	// raft within a heartbeat timeout, holding every entry committed as of
+	// the previous check, announcing the same auto_failback fingerprint,
+	// and with a ping score no worse than the leader's. Default false:
+	// leadership stays where it is until the leader fails or an operator
+	// moves it.
+	AutoFailback bool `yaml:"auto_failback"`
+	// Preferred lists director IDs, most preferred first; a director not
+	// listed ranks after every listed one. Required with auto_failback.
+	// Every director should have the same list: directors announce a
+	// fingerprint of it, and leadership fails back only between directors
+	// whose fingerprints agree, so conflicting lists cannot make it
+	// bounce.
+	Preferred []string `yaml:"preferred"`
+	// FailbackHold is how long a preferred director must stay healthy
+	// before leadership fails back to it. Default 10s; at least
+	// timing.heartbeat_timeout.
+	FailbackHold time.Duration `yaml:"failback_hold"`
+
 	// SnapshotInterval, SnapshotThreshold and TrailingLogs tune raft's log
 	// compaction; zero takes the defaults below.
 	SnapshotInterval  time.Duration `yaml:"snapshot_interval"`
@@ -63,6 +118,17 @@ const (
 	defaultTrailingLogs      = 10240
 	defaultSnapshotRetain    = 2
 	maxNodeIDLen             = 64
+
+	// defaultFailbackHold rides out a director that restarts or flaps, yet
+	// returns leadership within seconds of a stable recovery.
+	defaultFailbackHold = 10 * time.Second
+	// minDeadDirectorCleanup only rejects values that are surely typos
+	// ("5ms" for "5m"): gossip already needs seconds to declare a node dead.
+	minDeadDirectorCleanup = time.Second
+	// minCleanupVoters is the fewest voters the dead-director cleanup
+	// leaves: with fewer, one more failure stops the cluster, and shrinking
+	// that far is the operator's decision.
+	minCleanupVoters = 3
 )
 
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
@@ -169,10 +235,62 @@ func (c *Config) validate(haveTransport, haveStores, haveGossip bool) (Timing, e
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if c.DeadDirectorCleanup < 0 {
+		bad("dead_director_cleanup", fmt.Errorf("%s must not be negative (0 turns the cleanup off)", c.DeadDirectorCleanup))
+	} else if c.DeadDirectorCleanup > 0 && c.DeadDirectorCleanup < minDeadDirectorCleanup {
+		bad("dead_director_cleanup", fmt.Errorf("%s is too short: must be 0 (off) or at least %s", c.DeadDirectorCleanup, minDeadDirectorCleanup))
+	}
+	if c.WarnTime < 0 {
+		bad("warn_time", fmt.Errorf("%s must not be negative (0 takes the default, 2 × heartbeat_timeout)", c.WarnTime))
+	} else if err == nil && c.WarnTime > 0 && c.WarnTime < t.HeartbeatTimeout {
+		bad("warn_time", fmt.Errorf("%s must be at least timing.heartbeat_timeout (%s): shorter, every heartbeat jitter would warn", c.WarnTime, t.HeartbeatTimeout))
+	}
+	seen := map[string]int{}
+	for i, id := range c.Preferred {
+		if err := validNodeID(id); err != nil {
+			bad(fmt.Sprintf("preferred[%d]", i), err)
+		} else if j, dup := seen[id]; dup {
+			bad(fmt.Sprintf("preferred[%d]", i), fmt.Errorf("%q is already listed as preferred[%d]", id, j))
+		}
+		seen[id] = i
+	}
+	if c.AutoFailback && len(c.Preferred) == 0 {
+		bad("preferred", errors.New("is required when auto_failback is on: list the directors that should lead, most preferred first"))
+	}
+	if c.FailbackHold < 0 {
+		bad("failback_hold", fmt.Errorf("%s must not be negative (0 takes the default, %s)", c.FailbackHold, defaultFailbackHold))
+	} else if err == nil && c.FailbackHold > 0 && c.FailbackHold < t.HeartbeatTimeout {
+		bad("failback_hold", fmt.Errorf("%s must be at least timing.heartbeat_timeout (%s)", c.FailbackHold, t.HeartbeatTimeout))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Timing{}, fmt.Errorf("cluster config: %w", err)
 	}
 	return t, nil
+}
+
+// warnTime returns WarnTime or its default for timing t.
+func (c *Config) warnTime(t Timing) time.Duration {
+	if c.WarnTime > 0 {
+		return c.WarnTime
+	}
+	return 2 * t.HeartbeatTimeout
+}
+
+// failbackHold returns FailbackHold or its default.
+func (c *Config) failbackHold() time.Duration { return orDefault(c.FailbackHold, defaultFailbackHold) }
+
+// failbackKey fingerprints the auto_failback settings that must agree
+// between directors: the preferred list. Empty when auto_failback is off.
+func (c *Config) failbackKey() string {
+	if !c.AutoFailback {
+		return ""
+	}
+	h := fnv.New32a()
+	for _, id := range c.Preferred {
+		// IDs cannot contain a newline, so the encoding is unambiguous.
+		h.Write([]byte(id + "\n"))
+	}
+	return fmt.Sprintf("%08x", h.Sum32())
 }
 
 // Validate checks the configuration for the production path (TCP

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -41,6 +42,21 @@ type NodeMeta struct {
 	// Leaving is set just before a graceful leave, so others report the
 	// node as left rather than dead.
 	Leaving bool `json:"leaving,omitempty"`
+	// PingScore and PingMax are the director's ping-node score: how many of
+	// its ping nodes and groups it reaches, out of how many it probes. A
+	// PingMax of 0 means no score is known (no ping nodes, or no result
+	// yet). Set with Node.SetPingScore.
+	PingScore int `json:"ping,omitempty"`
+	PingMax   int `json:"ping_max,omitempty"`
+	// Warning, when not empty, says the director has a problem worth an
+	// operator's attention, such as a late peer (Heartbeat's warntime).
+	// It is cut to fit the metadata limit.
+	Warning string `json:"warn,omitempty"`
+	// Failback fingerprints the director's auto_failback settings (empty
+	// when auto_failback is off). A leader fails back only to a director
+	// that announces the same fingerprint, so two directors with
+	// conflicting preferred lists cannot hand leadership back and forth.
+	Failback string `json:"failback,omitempty"`
 }
 
 func (m NodeMeta) encode() ([]byte, error) {
@@ -52,6 +68,43 @@ func (m NodeMeta) encode() ([]byte, error) {
 		return nil, fmt.Errorf("node metadata is %d bytes, more than gossip's limit of %d: shorten node_id or the addresses", len(b), memberlist.MetaMaxSize)
 	}
 	return b, nil
+}
+
+// maxWarningLen caps NodeMeta.Warning, in bytes, so that the warning
+// leaves room in the 512-byte metadata for the addresses.
+const maxWarningLen = 200
+
+// fit returns m with its Warning shortened, at a character boundary and
+// marked with "…", until m encodes within the metadata limit. It fails
+// only when m does not fit even without a warning.
+func (m NodeMeta) fit() (NodeMeta, error) {
+	if len(m.Warning) > maxWarningLen {
+		m.Warning = cutWarning(m.Warning, maxWarningLen)
+	}
+	for {
+		_, err := m.encode()
+		if err == nil || m.Warning == "" {
+			return m, err
+		}
+		m.Warning = cutWarning(m.Warning, len(m.Warning)*3/4)
+	}
+}
+
+// cutWarning shortens w to at most limit bytes, ending in "…", without
+// splitting a UTF-8 sequence.
+func cutWarning(w string, limit int) string {
+	const ellipsis = "…"
+	if len(w) <= limit {
+		return w
+	}
+	keep := limit - len(ellipsis)
+	if keep <= 0 {
+		return ""
+	}
+	for keep > 0 && !utf8.RuneStart(w[keep]) {
+		keep--
+	}
+	return w[:keep] + ellipsis
 }
 
 // GossipMember is one node as gossip sees it.
@@ -81,6 +134,15 @@ type Gossip interface {
 	Shutdown() error
 }
 
+// GossipEvents is implemented by a Gossip that can tell when its member
+// list or a member's metadata changed. The leader then reconciles raft
+// membership at once instead of at its next periodic pass.
+type GossipEvents interface {
+	// Changed delivers a value after one or more changes; changes that
+	// happen while a value is pending are merged into it.
+	Changed() <-chan struct{}
+}
+
 // memberlistGossip is the production Gossip.
 //
 // It keeps its own copy of every member, updated from memberlist's event
@@ -95,9 +157,12 @@ type memberlistGossip struct {
 	meta    NodeMeta
 	encoded []byte
 	members map[string]GossipMember
+	changed chan struct{}
 
 	cancel context.CancelFunc
 }
+
+var _ GossipEvents = (*memberlistGossip)(nil)
 
 // gossipOptions are the inputs of memberlistConfig.
 type gossipOptions struct {
@@ -158,7 +223,7 @@ func splitHostPort(hp string) (string, int, error) {
 // Shutdown is called.
 func startMemberlist(o gossipOptions, meta NodeMeta, join []string, log *slog.Logger) (*memberlistGossip, error) {
 	log = log.With("component", "memberlist")
-	g := &memberlistGossip{log: log, members: map[string]GossipMember{}}
+	g := &memberlistGossip{log: log, members: map[string]GossipMember{}, changed: make(chan struct{}, 1)}
 	if err := g.setMetaLocked(meta); err != nil {
 		return nil, err
 	}
@@ -279,6 +344,16 @@ func (g *memberlistGossip) Shutdown() error {
 	return nil
 }
 
+// Changed implements GossipEvents.
+func (g *memberlistGossip) Changed() <-chan struct{} { return g.changed }
+
+func (g *memberlistGossip) notifyChanged() {
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
 // memberlist.Delegate. Only NodeMeta carries data; Directorate sends no
 // user messages over gossip.
 
@@ -300,6 +375,7 @@ func (g *memberlistGossip) NotifyJoin(n *memberlist.Node) {
 	g.mu.Lock()
 	g.members[m.Name] = m
 	g.mu.Unlock()
+	g.notifyChanged()
 	g.log.Info("gossip member joined", "member", m.Name, "addr", m.Addr)
 }
 
@@ -308,6 +384,7 @@ func (g *memberlistGossip) NotifyUpdate(n *memberlist.Node) {
 	g.mu.Lock()
 	g.members[m.Name] = m
 	g.mu.Unlock()
+	g.notifyChanged()
 	g.log.Debug("gossip member updated", "member", m.Name)
 }
 
@@ -319,6 +396,7 @@ func (g *memberlistGossip) NotifyLeave(n *memberlist.Node) {
 	}
 	g.members[m.Name] = m
 	g.mu.Unlock()
+	g.notifyChanged()
 	if m.State == GossipLeft {
 		g.log.Info("gossip member left", "member", m.Name, "addr", m.Addr)
 	} else {

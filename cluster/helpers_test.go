@@ -53,6 +53,13 @@ func (s *logSink) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(s, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
+// snapshot returns the records so far.
+func (s *logSink) snapshot() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.lines)
+}
+
 // count returns how many records contain all of the substrings.
 func (s *logSink) count(subs ...string) int {
 	s.mu.Lock()
@@ -121,17 +128,22 @@ type fakeGossipNet struct {
 func newFakeGossipNet() *fakeGossipNet { return &fakeGossipNet{nodes: map[string]*fakeGossip{}} }
 
 type fakeGossip struct {
-	net   *fakeGossipNet
-	name  string
-	meta  NodeMeta
-	state string
+	net     *fakeGossipNet
+	name    string
+	meta    NodeMeta
+	state   string
+	sets    int // SetMeta calls
+	changed chan struct{}
 }
+
+var _ GossipEvents = (*fakeGossip)(nil)
 
 func (g *fakeGossipNet) join(name string) *fakeGossip {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	f := &fakeGossip{net: g, name: name, state: GossipAlive}
+	f := &fakeGossip{net: g, name: name, state: GossipAlive, changed: make(chan struct{}, 1)}
 	g.nodes[name] = f
+	g.notifyLocked()
 	return f
 }
 
@@ -139,7 +151,30 @@ func (g *fakeGossipNet) setState(name, state string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.nodes[name].state = state
+	g.notifyLocked()
 }
+
+// notifyLocked tells every member that something changed, as memberlist's
+// event callbacks do.
+func (g *fakeGossipNet) notifyLocked() {
+	for _, n := range g.nodes {
+		select {
+		case n.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// metaOf returns the metadata name last announced and how many times it
+// announced metadata.
+func (g *fakeGossipNet) metaOf(name string) (NodeMeta, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := g.nodes[name]
+	return n.meta, n.sets
+}
+
+func (f *fakeGossip) Changed() <-chan struct{} { return f.changed }
 
 func (f *fakeGossip) Members() []GossipMember {
 	f.net.mu.Lock()
@@ -159,6 +194,8 @@ func (f *fakeGossip) SetMeta(m NodeMeta) error {
 	f.net.mu.Lock()
 	defer f.net.mu.Unlock()
 	f.meta = m
+	f.sets++
+	f.net.notifyLocked()
 	return nil
 }
 
@@ -168,6 +205,7 @@ func (f *fakeGossip) Leave(time.Duration) error {
 	f.net.mu.Lock()
 	defer f.net.mu.Unlock()
 	f.state = GossipLeft
+	f.net.notifyLocked()
 	return nil
 }
 
@@ -177,6 +215,7 @@ func (f *fakeGossip) Shutdown() error {
 	if f.state != GossipLeft {
 		f.state = GossipDead
 	}
+	f.net.notifyLocked()
 	return nil
 }
 
@@ -192,6 +231,46 @@ type testNode struct {
 	evMu   sync.Mutex
 	events []LeadershipEvent
 	evDone chan struct{}
+	// failbacks collects the failback requests this node made, when the
+	// cluster acts on them; fbDone closes when that stopped.
+	failbacks []failbackSeen
+	fbDone    chan struct{}
+}
+
+type failbackSeen struct {
+	req FailbackRequest
+	at  time.Time
+}
+
+// actOnFailback does what clusterd does with a failback request: check it
+// is current, then transfer leadership (clusterd releases its VIPs first).
+func (c *testCluster) actOnFailback(tn *testNode) {
+	defer close(tn.fbDone)
+	n := tn.n
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case req := <-n.FailbackRequests():
+			tn.evMu.Lock()
+			tn.failbacks = append(tn.failbacks, failbackSeen{req, time.Now()})
+			tn.evMu.Unlock()
+			if !n.IsLeader() || n.Term() != req.Term {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			if err := n.TransferLeadership(ctx, req.To); err != nil {
+				c.t.Logf("%s: failback to %s: %v", tn.id, req.To, err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (tn *testNode) failbackRequests() []failbackSeen {
+	tn.evMu.Lock()
+	defer tn.evMu.Unlock()
+	return slices.Clone(tn.failbacks)
 }
 
 type testCluster struct {
@@ -206,6 +285,11 @@ type testCluster struct {
 	onDisk bool
 	// trailingLogs, when set, is every node's TrailingLogs.
 	trailingLogs uint64
+	// configure, when set, adjusts every node's Config before it starts.
+	configure func(*Config)
+	// failback makes every node act on its FailbackRequests the way
+	// clusterd does, recording each request.
+	failback bool
 }
 
 func newTestCluster(t *testing.T) *testCluster {
@@ -222,6 +306,9 @@ func (c *testCluster) start(id string, expect int, dir string) *testNode {
 	}
 	_, tn.trans = raft.NewInmemTransport(raft.ServerAddress("inmem-" + id))
 	cfg := Config{NodeID: id, BootstrapExpect: expect, Timing: c.timing, APIAddress: "api-" + id + ":8080", DataDir: tn.dir, TrailingLogs: c.trailingLogs}
+	if c.configure != nil {
+		c.configure(&cfg)
+	}
 	opts := []Option{WithLogger(c.logs.logger().With("node", id)), WithRaftTransport(tn.trans), WithGossip(c.gossip.join(id))}
 	if tn.dir == "" {
 		opts = append(opts, WithRaftStores(raft.NewInmemStore(), raft.NewInmemStore(), raft.NewInmemSnapshotStore()))
@@ -242,6 +329,10 @@ func (c *testCluster) start(id string, expect int, dir string) *testNode {
 			tn.evMu.Unlock()
 		}
 	}()
+	if c.failback {
+		tn.fbDone = make(chan struct{})
+		go c.actOnFailback(tn)
+	}
 	// Connect to every running node both ways.
 	for _, o := range c.nodes {
 		if o.n != nil {
@@ -250,8 +341,31 @@ func (c *testCluster) start(id string, expect int, dir string) *testNode {
 		}
 	}
 	c.nodes = append(c.nodes, tn)
-	c.t.Cleanup(func() { c.stop(tn) })
+	// The first of these cleanups to run stops every node.
+	c.t.Cleanup(c.stopAll)
 	return tn
+}
+
+// stopAll stops the followers first and the leader last: a leader that
+// shuts down hands leadership over first, and waits for a new leader,
+// which followers that are themselves stopping would make it wait for in
+// vain.
+func (c *testCluster) stopAll() {
+	running := c.running()
+	slices.SortStableFunc(running, func(a, b *testNode) int {
+		la, lb := a.n.raft.State() == raft.Leader, b.n.raft.State() == raft.Leader
+		switch {
+		case la == lb:
+			return 0
+		case lb:
+			return -1
+		default:
+			return 1
+		}
+	})
+	for _, tn := range running {
+		c.stop(tn)
+	}
 }
 
 func (c *testCluster) forwarder(ctx context.Context, leaderID, apiAddr, id string, force bool) error {
@@ -271,6 +385,16 @@ func (c *testCluster) stop(tn *testNode) {
 		c.t.Errorf("shutdown %s: %v", tn.id, err)
 	}
 	<-tn.evDone
+	if tn.fbDone != nil {
+		<-tn.fbDone
+	}
+	// RPCs to a stopped node fail at once, as they do over TCP, instead of
+	// waiting out the in-memory transport's timeout.
+	for _, o := range c.running() {
+		if o != tn {
+			o.trans.Disconnect(tn.trans.LocalAddr())
+		}
+	}
 	tn.n = nil
 }
 

@@ -44,6 +44,7 @@ func (n *Node) leadershipLoop() {
 			return
 		}
 		n.ready.Store(false)
+		n.duties.stop()
 		if reported {
 			reported = false
 			queue = append(queue, LeadershipEvent{Leader: false, Term: reportTerm, Index: n.lr.AppliedIndex()})
@@ -79,6 +80,7 @@ func (n *Node) leadershipLoop() {
 			reported = true
 			reportTerm = n.lr.CurrentTerm()
 			n.ready.Store(true)
+			n.duties.start(reportTerm)
 			idx := n.lr.AppliedIndex()
 			queue = append(queue, LeadershipEvent{Leader: true, Term: reportTerm, Index: idx})
 			n.log.Info("leadership established: barrier done", "term", reportTerm, "index", idx)
@@ -88,6 +90,7 @@ func (n *Node) leadershipLoop() {
 			drain()
 			n.leaderGen.Add(1)
 			n.ready.Store(false)
+			n.duties.stop()
 			if reported {
 				queue = append(queue, LeadershipEvent{Leader: false, Term: reportTerm, Index: n.lr.AppliedIndex()})
 			}

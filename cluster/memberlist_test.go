@@ -226,3 +226,58 @@ func TestJoinRetriesUntilPeerAppears(t *testing.T) {
 		return nil
 	})
 }
+
+// A director started with bootstrap_expect 0 and join becomes a voter of
+// the existing cluster by itself when auto_join allows it, and metadata
+// updates travel through memberlist.
+func TestAutoJoinOverMemberlist(t *testing.T) {
+	t.Parallel()
+	logs := newLogSink(t)
+	base := t.TempDir()
+	yes := true
+	cfgFor := func(id string, expect int, join ...string) Config {
+		return Config{
+			NodeID: id, DataDir: filepath.Join(base, id), RaftBind: "127.0.0.1:0", GossipBind: "127.0.0.1:0",
+			Join: join, BootstrapExpect: expect, AutoJoin: &yes, Timing: testTiming(),
+		}
+	}
+	d1 := startReal(t, logs, cfgFor("d1", 2))
+	d2 := startReal(t, logs, cfgFor("d2", 2, d1.n.GossipAddress()))
+	eventually(t, 20*time.Second, "two-node cluster", func() error {
+		if !d1.n.IsLeader() && !d2.n.IsLeader() {
+			return errors.New("no leader")
+		}
+		return nil
+	})
+	d3 := startReal(t, logs, cfgFor("d3", 0, d2.n.GossipAddress()))
+	if err := d3.n.SetPingScore(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "d3 is a voter and its score is known", func() error {
+		for _, rn := range []*realNode{d1, d2, d3} {
+			ms, err := rn.n.Members()
+			if err != nil {
+				return err
+			}
+			voters := 0
+			for _, m := range ms {
+				if m.Suffrage == "Voter" {
+					voters++
+				}
+			}
+			if voters != 3 {
+				return fmt.Errorf("%s sees %+v", rn.cfg.NodeID, ms)
+			}
+			if got := rn.n.PeerScores()["d3"]; got != (Score{1, 2}) {
+				return fmt.Errorf("%s sees d3's score %v", rn.cfg.NodeID, got)
+			}
+		}
+		return nil
+	})
+	eventually(t, 5*time.Second, "d3 added by auto-join", func() error {
+		if logs.count("auto-join: director is a voter", "member=d3") != 1 {
+			return errors.New("not logged")
+		}
+		return nil
+	})
+}

@@ -28,6 +28,11 @@ type Member struct {
 	GossipAddress string
 	Gossip        string
 	Version       string
+	// PingScore and PingMax are the director's announced ping-node score
+	// (PingMax 0: none); Warning its announced warning, if any.
+	PingScore int
+	PingMax   int
+	Warning   string
 }
 
 // Members returns the raft configuration merged with gossip's view, sorted
@@ -49,6 +54,7 @@ func (n *Node) Members() ([]Member, error) {
 			return
 		}
 		m.Gossip, m.GossipAddress, m.APIAddress, m.Version = g.State, g.Addr, g.Meta.APIAddr, g.Meta.Version
+		m.PingScore, m.PingMax, m.Warning = g.Meta.PingScore, g.Meta.PingMax, g.Meta.Warning
 	}
 	var out []Member
 	for _, s := range f.Configuration().Servers {

@@ -2,6 +2,13 @@
 // a bolt log store and file snapshots, memberlist gossip for discovery and
 // bootstrap, leadership events (confirmed by a barrier) for the leader's
 // duties, and membership changes guarded by quorum safety checks.
+//
+// Gossip also carries each director's ping-node score and warning
+// (SetPingScore, SetWarning, PeerScores). While a node leads it runs its
+// own duties: it adds new directors as voters (auto_join), removes
+// directors that stayed dead (dead_director_cleanup), warns about late
+// peers (warn_time, LatePeers) and asks clusterd to fail leadership back to
+// a preferred director (auto_failback, FailbackRequests).
 package cluster
 
 import (
@@ -112,6 +119,25 @@ type Node struct {
 
 	memberMu sync.Mutex
 
+	// Gossip metadata: local is what this node wants to announce,
+	// published what it last announced; metaKick wakes metaLoop.
+	metaMu    sync.Mutex
+	local     localMeta
+	metaKick  chan struct{}
+	publishMu sync.Mutex
+	published NodeMeta
+
+	// Leader duties (auto-join, dead-director cleanup, late peers,
+	// auto_failback) run while this node leads; nil in unit tests of the
+	// leadership loop alone.
+	duties     *dutyRunner
+	late       atomic.Pointer[lateTracker]
+	failbackCh chan FailbackRequest
+	// watchPasses and reconcilePasses count the duty loops' passes, so
+	// tests can wait for a number of passes instead of sleeping.
+	watchPasses     atomic.Uint64
+	reconcilePasses atomic.Uint64
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -155,11 +181,17 @@ func New(cfg Config, f *fsm.FSM, opts ...Option) (*Node, error) {
 		events:    make(chan LeadershipEvent),
 		raftDown:  make(chan struct{}),
 		loopDone:  make(chan struct{}),
-		ctx:       ctx,
-		cancel:    cancel,
+		metaKick:  make(chan struct{}, 1),
+		// One pending request is enough: a newer one replaces nothing
+		// and is sent again while the condition lasts.
+		failbackCh: make(chan FailbackRequest, 1),
+		ctx:        ctx,
+		cancel:     cancel,
 	}
+	n.duties = newDutyRunner(ctx, n.membershipLoop, n.watchLoop)
 	if err := n.start(o); err != nil {
 		cancel()
+		n.duties.close()
 		_ = n.closeAll()
 		if n.loopStarted {
 			closed := make(chan struct{})
@@ -260,10 +292,21 @@ func (n *Node) start(o options) error {
 	}
 	n.raft = r
 	n.lr = r
-	n.loopStarted = true
-	go n.leadershipLoop()
 
-	meta := n.meta(hasState)
+	n.local.meta = NodeMeta{
+		ID:              n.cfg.NodeID,
+		RaftAddr:        string(n.trans.LocalAddr()),
+		APIAddr:         n.cfg.APIAddress,
+		Version:         n.cfg.Version,
+		BootstrapExpect: n.cfg.BootstrapExpect,
+		HasState:        hasState,
+		Failback:        n.cfg.failbackKey(),
+	}
+	meta, err := n.local.announced().fit()
+	if err != nil {
+		return err
+	}
+	n.published = meta
 	if o.gossip != nil {
 		n.gossip = o.gossip
 		if err := n.gossip.SetMeta(meta); err != nil {
@@ -278,6 +321,12 @@ func (n *Node) start(o options) error {
 		}
 		n.gossip = g
 	}
+	n.wg.Add(1)
+	go n.metaLoop()
+	// The leader's duties use gossip, so leadership is acted on only now;
+	// raft's notifications wait in notifyCh meanwhile.
+	n.loopStarted = true
+	go n.leadershipLoop()
 
 	if hasState {
 		n.log.Info("existing raft state found: recovering from disk, not bootstrapping",
@@ -296,17 +345,6 @@ func orDefault[T comparable](v, def T) T {
 		return def
 	}
 	return v
-}
-
-func (n *Node) meta(hasState bool) NodeMeta {
-	return NodeMeta{
-		ID:              n.cfg.NodeID,
-		RaftAddr:        string(n.trans.LocalAddr()),
-		APIAddr:         n.cfg.APIAddress,
-		Version:         n.cfg.Version,
-		BootstrapExpect: n.cfg.BootstrapExpect,
-		HasState:        hasState,
-	}
 }
 
 // closeAll releases whatever start managed to open, in order: gossip,
@@ -533,7 +571,18 @@ func (n *Node) gossipMember(id string) (GossipMember, bool) {
 }
 
 // GossipMembers returns every director gossip has seen, this one included.
-func (n *Node) GossipMembers() []GossipMember { return n.gossip.Members() }
+// This director's entry carries the metadata it is announcing, which
+// gossip may not have reflected yet.
+func (n *Node) GossipMembers() []GossipMember {
+	ms := n.gossip.Members()
+	self := n.localMeta()
+	for i := range ms {
+		if ms[i].Name == string(n.id) {
+			ms[i].Meta, ms[i].MetaErr = self, ""
+		}
+	}
+	return ms
+}
 
 // Shutdown leaves the cluster gracefully: a leader hands leadership to
 // another voter first, then the node leaves gossip and stops raft. It is
@@ -544,6 +593,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 }
 
 func (n *Node) shutdown(ctx context.Context) error {
+	// Leader duties stop first: no membership change or failback request
+	// may start while this node hands leadership over and leaves.
+	n.duties.close()
 	if n.raft.State() == raft.Leader && n.hasOtherVoters() {
 		tctx, cancel := context.WithTimeout(ctx, 2*n.timing.ElectionTimeout+time.Second)
 		if err := n.TransferLeadership(tctx, ""); err != nil {

@@ -209,7 +209,18 @@ func (m *Manager) burst(ctx context.Context, batch []*claim) error {
 			return errors.Join(append(errs, fmt.Errorf("announcement burst: %w", ctx.Err()))...)
 		case <-m.opts.Clock.After(m.opts.BurstInterval):
 		}
+		// A leader that was stopped mid-burst may wake here before it
+		// learns it was deposed: confirm the lease before announcing again.
+		if m.opts.ConfirmLease != nil {
+			if err := m.opts.ConfirmLease(ctx); err != nil {
+				return errors.Join(append(errs, fmt.Errorf("announcement burst stopped: lease not confirmed: %w", err))...)
+			}
+		}
 		m.mu.Lock()
+		if err := ctx.Err(); err != nil {
+			m.mu.Unlock()
+			return errors.Join(append(errs, fmt.Errorf("announcement burst: %w", err))...)
+		}
 		live := batch[:0]
 		for _, c := range batch {
 			// Sent under the lock: once Release returns, no announcement

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -710,4 +711,36 @@ func TestConcurrentUse(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBurstStopsWithoutLease models a leader stopped mid-burst and deposed
+// meanwhile: when it wakes, the lease check fails and no further
+// announcement steers neighbours back to it.
+func TestBurstStopsWithoutLease(t *testing.T) {
+	var leased atomic.Bool
+	leased.Store(true)
+	r := newRig(t, false, vip.Options{BurstCount: 3, ConfirmLease: func(context.Context) error {
+		if leased.Load() {
+			return nil
+		}
+		return errors.New("deposed")
+	}})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.m.Claim(context.Background(), []vip.VIP{{Name: "web", Prefix: pfx("192.0.2.10/24")}})
+	}()
+	waitFor(t, "burst to wait", func() bool { return r.clock.Waiters() == 1 })
+	r.clock.Advance(time.Second) // round 2 is confirmed and sent
+	waitFor(t, "burst to wait again", func() bool { return r.clock.Waiters() == 1 })
+	leased.Store(false)
+	r.clock.Advance(time.Second)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "lease not confirmed") {
+			t.Fatalf("Claim: %v, want the burst stopped for want of a lease", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Claim did not return")
+	}
+	assertEntries(t, r.journal.Entries(), replaceWeb, arpWeb, arpWeb)
 }

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -78,6 +79,11 @@ type Options struct {
 	PrefixRoute bool
 	// Clock defaults to the system clock.
 	Clock Clock
+	// ConfirmLease, when set, is called before every announcement after the
+	// first of a burst; an error stops the burst. The leader passes a fresh
+	// lease check, so a leader stopped mid-burst and deposed meanwhile does
+	// not steer neighbours back to itself when it wakes.
+	ConfirmLease func(ctx context.Context) error
 }
 
 // withDefaults fills zero fields and validates the result, naming the field

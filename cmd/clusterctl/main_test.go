@@ -472,10 +472,10 @@ func TestStatus(t *testing.T) {
 func TestMembersAndLeader(t *testing.T) {
 	f := newFakeAPI(t)
 	out := f.must(t, "member", "ls")
-	want := `ID  ADDRESS         SUFFRAGE  LEADER  API             GOSSIP
-d1  10.0.0.11:7946  Voter     *       10.0.0.11:7950  alive
-d2  10.0.0.12:7946  Voter             -               alive
-d3  10.0.0.13:7946  Voter             -               suspect
+	want := `ID  ADDRESS         SUFFRAGE  LEADER  API             GOSSIP   PING  WARNING
+d1  10.0.0.11:7946  Voter     *       10.0.0.11:7950  alive    -     -
+d2  10.0.0.12:7946  Voter             -               alive    -     -
+d3  10.0.0.13:7946  Voter             -               suspect  -     -
 `
 	if out != want {
 		t.Errorf("member ls:\n%s\nwant:\n%s", out, want)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sort"
 
 	"github.com/spf13/cobra"
@@ -37,13 +38,17 @@ func (a *app) memberLsCmd() *cobra.Command {
 			if a.json() {
 				return a.printJSON(index, nonNil(members))
 			}
-			t := newTable("ID", "ADDRESS", "SUFFRAGE", "LEADER", "API", "GOSSIP")
+			t := newTable("ID", "ADDRESS", "SUFFRAGE", "LEADER", "API", "GOSSIP", "PING", "WARNING")
 			for _, m := range members {
 				leader := ""
 				if m.Leader {
 					leader = "*"
 				}
-				t.row(m.ID, m.Address, m.Suffrage, leader, dash(m.APIAddress), dash(m.Gossip))
+				ping := "-"
+				if m.PingMax > 0 {
+					ping = fmt.Sprintf("%d/%d", m.PingScore, m.PingMax)
+				}
+				t.row(m.ID, m.Address, m.Suffrage, leader, dash(m.APIAddress), dash(m.Gossip), ping, dash(m.Warning))
 			}
 			return t.write(a.stdout)
 		}),

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,6 +47,16 @@ answer instead.`,
 				kv.row("Last leader contact:", s.LastLeaderContact.Format(time.RFC3339Nano))
 			}
 			kv.row("Backend:", s.Backend)
+			if s.Ping != nil {
+				ping := fmt.Sprintf("%d/%d", s.Ping.Value, s.Ping.Max)
+				if !s.Ping.Ready {
+					ping += " (not all ping nodes probed yet)"
+				}
+				kv.row("Ping score:", ping)
+			}
+			if len(s.LatePeers) > 0 {
+				kv.row("Late peers:", strings.Join(s.LatePeers, ", "))
+			}
 			kv.row("Services:", fmt.Sprintf("%d (%s)", s.Services, plural(s.Servers, "real server")))
 			kv.row("Last reconcile:", reconcileLine(s.LastReconcile.At, s.LastReconcile.Index, s.LastReconcile.Duration, s.LastReconcile.Changes, s.LastReconcile.Error))
 			if err := kv.write(a.stdout); err != nil {
@@ -55,9 +66,14 @@ answer instead.`,
 				return nil
 			}
 			sort.Slice(s.VIPs, func(i, j int) bool { return s.VIPs[i].Name < s.VIPs[j].Name })
-			t := newTable("VIP", "PREFIX", "HOLDER")
+			t := newTable("VIP", "PREFIX", "HOLDER", "LEASE")
 			for _, v := range s.VIPs {
-				t.row(v.Name, v.Prefix.String(), dash(v.Holder))
+				lease := "-"
+				if !v.Renewed.IsZero() {
+					lease = fmt.Sprintf("renewed %s ago, expires in %s", time.Since(v.Renewed).Round(time.Millisecond),
+						time.Until(v.Expires).Round(time.Millisecond))
+				}
+				t.row(v.Name, v.Prefix.String(), dash(v.Holder), lease)
 			}
 			fmt.Fprintln(a.stdout)
 			return t.write(a.stdout)

@@ -11,6 +11,7 @@ import (
 	"github.com/directorate/directorate/cluster"
 	"github.com/directorate/directorate/fsm"
 	"github.com/directorate/directorate/lvs"
+	"github.com/directorate/directorate/vip"
 	"github.com/hashicorp/raft"
 )
 
@@ -62,10 +63,15 @@ func (c nodeConsensus) Members(context.Context) ([]api.Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	meta := map[string]cluster.NodeMeta{}
+	for _, g := range c.node.GossipMembers() {
+		meta[g.Name] = g.Meta
+	}
 	out := make([]api.Member, 0, len(ms))
 	for _, m := range ms {
+		g := meta[m.ID]
 		out = append(out, api.Member{ID: m.ID, Address: m.RaftAddress, Suffrage: m.Suffrage, Leader: m.Leader,
-			APIAddress: m.APIAddress, Gossip: m.Gossip})
+			APIAddress: m.APIAddress, Gossip: m.Gossip, PingScore: g.PingScore, PingMax: g.PingMax, Warning: g.Warning})
 	}
 	return out, nil
 }
@@ -88,22 +94,26 @@ func (c nodeConsensus) Status() api.Status {
 			}
 		}
 	}
-	held := map[string]bool{}
+	held := map[string]vip.Held{}
 	for _, h := range c.d.vips.Held() {
-		held[h.VIP.Name] = true
+		held[h.VIP.Name] = h
 	}
+	if c.d.ping != nil {
+		s := c.d.ping.Score()
+		st.Ping = &api.PingScore{Value: s.Value, Max: s.Max, Ready: s.Ready}
+	}
+	st.LatePeers = n.LatePeers()
 	c.d.fsm.Read(func(s *fsm.State) {
 		for _, v := range s.VIPs {
 			// This director knows what it holds itself; of the others it
 			// knows only that the leader is the one that should.
-			holder := ""
-			switch {
-			case held[v.Name]:
-				holder = n.ID()
-			case leader != "" && leader != n.ID():
-				holder = leader
+			h := api.VIPHolder{Name: v.Name, Prefix: v.Prefix}
+			if mine, ok := held[v.Name]; ok {
+				h.Holder, h.Renewed, h.Expires = n.ID(), mine.Renewed, mine.Expires
+			} else if leader != "" && leader != n.ID() {
+				h.Holder = leader
 			}
-			st.VIPs = append(st.VIPs, api.VIPHolder{Name: v.Name, Prefix: v.Prefix, Holder: holder})
+			st.VIPs = append(st.VIPs, h)
 		}
 		st.Services = len(s.Services)
 		for _, svc := range s.Services {

@@ -14,6 +14,7 @@ import (
 	"github.com/directorate/directorate/cluster"
 	"github.com/directorate/directorate/cluster/watchdog"
 	"github.com/directorate/directorate/hooks"
+	"github.com/directorate/directorate/probes"
 	"github.com/directorate/directorate/vip"
 	"gopkg.in/yaml.v3"
 )
@@ -33,6 +34,15 @@ type config struct {
 	// existing cluster and waits to be added with `clusterctl member add`.
 	BootstrapExpect int      `yaml:"bootstrap_expect"`
 	Join            []string `yaml:"join"`
+	// Membership and failback, as the cluster package documents them:
+	// auto_join, dead_director_cleanup, warn_time (Heartbeat's warntime),
+	// auto_failback with preferred and failback_hold.
+	AutoJoin            *bool         `yaml:"auto_join"`
+	DeadDirectorCleanup time.Duration `yaml:"dead_director_cleanup"`
+	WarnTime            time.Duration `yaml:"warn_time"`
+	AutoFailback        bool          `yaml:"auto_failback"`
+	Preferred           []string      `yaml:"preferred"`
+	FailbackHold        time.Duration `yaml:"failback_hold"`
 	// Timing selects a profile and overrides its fields one by one.
 	Timing cluster.TimingConfig `yaml:"timing"`
 	LVS    lvsConfig            `yaml:"lvs"`
@@ -41,7 +51,11 @@ type config struct {
 	Watchdog watchdog.Config `yaml:"watchdog"`
 	// Hooks run on role changes, like Heartbeat's haresources scripts.
 	Hooks hooks.Config `yaml:"hooks"`
-	Log   logConfig    `yaml:"log"`
+	// Ping holds ping_nodes and ping_groups (Heartbeat's ping and
+	// ping_group); PingOptions tunes them and ipfail.
+	Ping        probes.PingConfig `yaml:",inline"`
+	PingOptions pingConfig        `yaml:"ping"`
+	Log         logConfig         `yaml:"log"`
 	// APITimeout bounds how long a write waits to be committed.
 	APITimeout time.Duration `yaml:"api_timeout"`
 }
@@ -127,6 +141,9 @@ func (c *config) defaults() {
 	if c.VIP.Lifetime == 0 {
 		c.VIP.Lifetime = vip.DefaultLifetime
 	}
+	if c.PingOptions.Hysteresis == 0 {
+		c.PingOptions.Hysteresis = defaultPingHysteresis
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -195,6 +212,15 @@ func (c *config) validate() error {
 	if err := c.Hooks.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Ping.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.PingOptions.UnreachableWithin(); err != nil {
+		errs = append(errs, fmt.Errorf("ping: %w", err))
+	}
+	if c.PingOptions.Hysteresis < 0 {
+		bad("ping.hysteresis", "must be positive, got %s", c.PingOptions.Hysteresis)
+	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
@@ -203,6 +229,13 @@ func (c *config) validate() error {
 	}
 	if _, err := c.Timing.Resolve(); err != nil {
 		errs = append(errs, err)
+	} else if c.NodeID != "" && c.DataDir != "" && c.RaftAddr != "" && c.GossipAddr != "" {
+		// The cluster package checks its own settings (auto_failback,
+		// warn_time, ...) with field-named errors.
+		cc := c.clusterConfig(version)
+		if _, err := cc.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.APITimeout < 100*time.Millisecond {
 		bad("api_timeout", "must be at least 100ms, got %s", c.APITimeout)
@@ -244,5 +277,12 @@ func (c *config) clusterConfig(version string) cluster.Config {
 		BootstrapExpect: c.BootstrapExpect,
 		Timing:          c.Timing,
 		Version:         version,
+
+		AutoJoin:            c.AutoJoin,
+		DeadDirectorCleanup: c.DeadDirectorCleanup,
+		WarnTime:            c.WarnTime,
+		AutoFailback:        c.AutoFailback,
+		Preferred:           c.Preferred,
+		FailbackHold:        c.FailbackHold,
 	}
 }

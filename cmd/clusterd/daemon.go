@@ -17,6 +17,7 @@ import (
 	"github.com/directorate/directorate/fsm"
 	"github.com/directorate/directorate/hooks"
 	"github.com/directorate/directorate/lvs"
+	"github.com/directorate/directorate/probes"
 	"github.com/directorate/directorate/vip"
 )
 
@@ -31,6 +32,7 @@ type daemon struct {
 	rec     *lvs.Reconciler
 	vips    vipOwner
 	duties  *duties
+	ping    pingScorer // nil without ping nodes
 
 	mu      sync.Mutex
 	desired *lvs.Desired
@@ -52,8 +54,10 @@ func openBackend(cfg *config, log *slog.Logger) (lvs.Backend, error) {
 }
 
 // openVIPs opens the configured VIP backend.
-func openVIPs(cfg *config, log *slog.Logger) (vipOwner, time.Duration, func(), error) {
-	opts, err := cfg.VIP.options().Resolve()
+func openVIPs(cfg *config, log *slog.Logger, confirm func(context.Context) error) (vipOwner, time.Duration, func(), error) {
+	o := cfg.VIP.options()
+	o.ConfirmLease = confirm
+	opts, err := o.Resolve()
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -79,15 +83,23 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	defer backend.Close()
-	vips, renew, closeVIPs, err := openVIPs(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer closeVIPs()
 	timing, err := cfg.Timing.Resolve()
 	if err != nil {
 		return err
 	}
+	// The VIP manager confirms the lease between announcements; the node
+	// that answers exists only once the manager does, so it is bound late.
+	lease := &lateLease{}
+	confirm := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timing.LeaderLeaseTimeout)
+		defer cancel()
+		return lease.VerifyLeader(ctx)
+	}
+	vips, renew, closeVIPs, err := openVIPs(cfg, log, confirm)
+	if err != nil {
+		return err
+	}
+	defer closeVIPs()
 	fence, err := vip.ParseFence(cfg.VIP.Fence)
 	if err != nil {
 		return err
@@ -131,6 +143,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("start cluster node: %w", err)
 	}
 	d.node = node
+	lease.set(node)
 	d.duties = &duties{node: cfg.NodeID, log: log, fsm: f, vips: vips, lease: node, watchdog: wd, hooks: runner,
 		fence: fence, interval: renew, leaseTimeout: timing.LeaderLeaseTimeout,
 		onStall: func() {
@@ -141,6 +154,12 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 			}
 		}}
 	runner.RunAsync(hooks.Event{Role: hooks.RoleFollower, Node: cfg.NodeID})
+	ipf, closePinger, err := d.newIPFail(cfg, log)
+	if err != nil {
+		_ = node.Shutdown(context.Background())
+		return err
+	}
+	defer closePinger()
 
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout)
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -154,6 +173,10 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); d.reconcileLoop(loopCtx) }()
 	go func() { defer wg.Done(); d.leadershipLoop(loopCtx) }()
+	if ipf != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); ipf.run(loopCtx) }()
+	}
 	log.Info("clusterd started", "version", version, "api", cfg.APIAddr, "raft", cfg.RaftAddr,
 		"gossip", cfg.GossipAddr, "backend", backend.Name())
 
@@ -264,13 +287,31 @@ func (d *daemon) reconcile(ctx context.Context) bool {
 func (d *daemon) leadershipLoop(ctx context.Context) {
 	tick := time.NewTicker(d.duties.interval)
 	defer tick.Stop()
+	// A restarted director learns which VIPs exist only as it catches up,
+	// so stale ones are also looked for whenever the state changes.
+	changed, unsubscribe := d.fsm.Subscribe()
+	defer unsubscribe()
 	d.duties.cleanupStale(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
+			d.duties.cleanupStale(ctx)
 		case <-tick.C:
 			d.duties.cleanupStale(ctx)
+		case req := <-d.node.FailbackRequests():
+			if !d.node.IsLeader() || req.Term != d.node.Term() {
+				continue
+			}
+			d.log.Info("auto_failback: handing leadership to a preferred director", "to", req.To, "healthy_for", req.HealthyFor)
+			go func() {
+				tctx, cancel := context.WithTimeout(ctx, d.cfg.APITimeout)
+				defer cancel()
+				if err := (nodeConsensus{node: d.node, d: d}).TransferLeadership(tctx, req.To); err != nil {
+					d.log.Error("auto_failback transfer", "to", req.To, "err", err)
+				}
+			}()
 		case ev, ok := <-d.node.Leadership():
 			if !ok {
 				return
@@ -322,4 +363,79 @@ func forwardRemove(timeout time.Duration) cluster.RemoveForwarder {
 		}
 		return nil
 	}
+}
+
+// newIPFail starts the ping monitor when ping nodes are configured, and
+// returns the ipfail loop that acts on its scores (nil without ping nodes).
+func (d *daemon) newIPFail(cfg *config, log *slog.Logger) (*ipfail, func(), error) {
+	if len(cfg.Ping.Nodes) == 0 && len(cfg.Ping.Groups) == 0 {
+		return nil, func() {}, nil
+	}
+	pinger, err := probes.NewICMPPinger(probes.ICMPOptions{Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("ping_nodes: %w", err)
+	}
+	opts := cfg.PingOptions.PingOptions
+	opts.Logger = log
+	mon, err := probes.NewPingMonitor(cfg.Ping, pinger, opts)
+	if err != nil {
+		pinger.Close()
+		return nil, nil, fmt.Errorf("ping: %w", err)
+	}
+	arb, err := probes.NewArbiter(probes.ArbiterOptions{Hysteresis: cfg.PingOptions.Hysteresis})
+	if err != nil {
+		pinger.Close()
+		return nil, nil, fmt.Errorf("ping.hysteresis: %w", err)
+	}
+	d.ping = mon
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		if err := mon.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("ping monitor stopped", "err", err)
+		}
+	}()
+	interval := opts.Interval
+	if interval == 0 {
+		interval = probes.DefaultPingInterval
+	}
+	p := &ipfail{log: log, monitor: mon, node: d.node, arbiter: arb, interval: interval,
+		reclaim: func() {
+			d.duties.becomeLeader(cluster.LeadershipEvent{Leader: true, Term: d.node.Term(), Index: d.node.AppliedIndex()})
+		},
+		handOver: func(ctx context.Context, to string, release bool) {
+			if !release {
+				if err := (nodeConsensus{node: d.node, d: d}).TransferLeadership(ctx, to); err != nil {
+					log.Error("ipfail transfer", "to", to, "err", err)
+				}
+				return
+			}
+			d.duties.stepDown(ctx, "ipfail: this leader reaches no ping node while "+to+" does")
+			if err := d.node.TransferLeadership(ctx, to); err != nil {
+				log.Error("ipfail transfer; the VIPs stay released", "to", to, "err", err)
+			}
+		}}
+	return p, func() { cancel(); pinger.Close() }, nil
+}
+
+// lateLease answers lease checks once the cluster node exists, and
+// refuses them before.
+type lateLease struct {
+	mu   sync.Mutex
+	node leaseChecker
+}
+
+func (l *lateLease) set(n leaseChecker) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.node = n
+}
+
+func (l *lateLease) VerifyLeader(ctx context.Context) error {
+	l.mu.Lock()
+	n := l.node
+	l.mu.Unlock()
+	if n == nil {
+		return cluster.ErrNotLeader
+	}
+	return n.VerifyLeader(ctx)
 }

@@ -186,6 +186,16 @@ func (d *duties) guard(ctx context.Context, log *slog.Logger, h *health) (*watch
 func (d *duties) lead(ctx context.Context, term uint64, done chan<- struct{}) {
 	defer close(done)
 	log := d.log.With("term", term)
+	// The fence wait comes first: nothing is held during it, and the stall
+	// detector and watchdog guard the loop from its first beat on.
+	if wait := d.vips.FenceWait(d.fence); wait > 0 {
+		log.Info("fence: waiting out the longest lifetime a previous leader's VIPs may have left", "wait", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 	h := &health{leaseOK: true}
 	stall, err := d.guard(ctx, log, h)
 	if err != nil {
@@ -198,14 +208,6 @@ func (d *duties) lead(ctx context.Context, term uint64, done chan<- struct{}) {
 		return
 	}
 	stall.Beat()
-	if wait := d.vips.FenceWait(d.fence); wait > 0 {
-		log.Info("fence: waiting out the longest lifetime a previous leader's VIPs may have left", "wait", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
 	changed, unsubscribe := d.fsm.Subscribe()
 	defer unsubscribe()
 	vips := d.currentVIPs()

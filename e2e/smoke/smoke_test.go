@@ -85,6 +85,9 @@ vip:
 # ioctl is refused and tolerated.
 watchdog:
   device: %s
+ping_nodes: [127.0.0.1]
+ping:
+  interval: 200ms
 hooks:
   on_leader: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_TERM $DIRECTORATE_VIPS" >> %s']
 log:
@@ -345,6 +348,12 @@ func TestThreeDirectors(t *testing.T) {
 	})
 
 	phase("A planned handover moves")
+	// Every director probes its ping node and announces the score.
+	waitFor(t, 10*time.Second, "every director's ping score in member ls", func() bool {
+		out, _, code := c.ctl(follower, "member", "ls", "-o", "json")
+		return code == 0 && strings.Count(out, `"ping_max": 1`) == 3 && strings.Count(out, `"ping_score": 1`) == 3
+	})
+
 	// A planned handover moves leadership and the VIP together.
 	c.mustCtl(follower, "leader", "transfer", "--to", follower.id)
 	if got := c.waitLeader(10 * time.Second); got != follower {
