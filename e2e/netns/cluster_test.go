@@ -46,6 +46,8 @@ type settings struct {
 	lifetime time.Duration // vip.lifetime
 	// burstInterval is vip.burst_interval; zero keeps the default.
 	burstInterval time.Duration
+	// extra is appended to every director's configuration.
+	extra string
 }
 
 // director is one clusterd process in its own namespace.
@@ -170,8 +172,8 @@ vip:
   lifetime: %s
 %slog:
   level: debug
-`, d.id, filepath.Join(d.dir, "data"), netip.AddrPortFrom(h.ip, raftPort), netip.AddrPortFrom(h.ip, gossipPort),
-			d.api, n, strings.Join(join, ", "), set.profile, set.fence, set.lifetime, burst)
+%s`, d.id, filepath.Join(d.dir, "data"), netip.AddrPortFrom(h.ip, raftPort), netip.AddrPortFrom(h.ip, gossipPort),
+			d.api, n, strings.Join(join, ", "), set.profile, set.fence, set.lifetime, burst, set.extra)
 
 		if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 			tb.Fatal(err)

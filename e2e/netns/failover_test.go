@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // kernelExpirySlack is how much later than its lifetime the kernel may
@@ -322,5 +325,37 @@ func TestPartitionedLeaderDropsVIP(t *testing.T) {
 	leader.setAway(false)
 	if healed := c.waitSettled(nil, 30*time.Second); healed != next {
 		t.Logf("healing the partition moved leadership from %s to %s", next.id, healed.id)
+	}
+}
+
+// TestLeaderLosingPingNodeHandsOver is Heartbeat's ipfail: every director
+// pings the client's address; the leader's path to it is cut (a blackhole
+// route in its namespace) while its peers keep theirs. A leader that
+// reaches no ping node while a peer does releases the VIP and hands over.
+func TestLeaderLosingPingNodeHandsOver(t *testing.T) {
+	c, leader := newCluster(t, settings{profile: "default", fence: "none", lifetime: 3 * time.Second,
+		extra: fmt.Sprintf("ping_nodes: [%s]\nping:\n  interval: 100ms\n  hysteresis: 1s\n", clientIP)})
+	// Every director must have announced a full score before the cut, or
+	// the leader could not know that a peer does better.
+	waitFor(t, 20*time.Second, 100*time.Millisecond, "every director to reach its ping node", func() (bool, error) {
+		out, _, err := c.ctl(leader, "member", "ls", "-o", "json")
+		return err == nil && strings.Count(out, `"ping_score": 1`) == 3, nil
+	})
+	blackhole := &netlink.Route{Dst: netlink.NewIPNet(clientIP.AsSlice()), Type: unix.RTN_BLACKHOLE, LinkIndex: 0}
+	t0 := time.Now()
+	if err := leader.host.nl.RouteAdd(blackhole); err != nil {
+		t.Fatalf("cut %s's path to the ping node: %v", leader.id, err)
+	}
+	gone := waitVIPGone(t, leader, 15*time.Second)
+	first := c.probe.waitAnswer(t, t0, 15*time.Second, "another director to answer the client",
+		func(who string) bool { return who != leader.id })
+	next := c.waitLeader(10 * time.Second)
+	if next == leader {
+		t.Fatalf("%s still leads without its ping node\n%s", leader.id, leader.logExcerpt("ipfail", "ping"))
+	}
+	t.Logf("ipfail: %s lost its ping node; it released the VIP %s later, %s leads, and %s answered the client %s after the cut",
+		leader.id, ms(gone.Sub(t0)), next.id, first.who, ms(first.at.Sub(t0)))
+	if err := leader.host.nl.RouteDel(blackhole); err != nil {
+		t.Fatalf("restore %s's path: %v", leader.id, err)
 	}
 }
