@@ -359,3 +359,27 @@ func TestLeaderLosingPingNodeHandsOver(t *testing.T) {
 		t.Fatalf("restore %s's path: %v", leader.id, err)
 	}
 }
+
+// TestPlannedHandover measures `clusterctl leader transfer`: the old leader
+// releases, the new one claims after its barrier, and the client's outage
+// is the gap between its last answer from the old leader and its first
+// from the new one.
+func TestPlannedHandover(t *testing.T) {
+	c, leader := newCluster(t, settings{profile: "default", fence: "none", lifetime: 3 * time.Second})
+	var to *director
+	for _, d := range c.dirs {
+		if d != leader {
+			to = d
+			break
+		}
+	}
+	t0 := time.Now()
+	c.mustCtl(leader, "leader", "transfer", "--to", to.id)
+	first := c.probe.waitAnswer(t, t0, 10*time.Second, to.id+" to answer the client", func(who string) bool { return who == to.id })
+	outage, at := c.probe.longestSilence(t0, first.at.Add(time.Second))
+	t.Logf("planned handover %s -> %s: the client's longest time without any answer was %s, from +%s; first answer from %s %s after the command",
+		leader.id, to.id, ms(outage), ms(at.Sub(t0)), to.id, ms(first.at.Sub(t0)))
+	if l := c.waitLeader(10 * time.Second); l != to {
+		t.Fatalf("leader after the transfer: %s, want %s", l.id, to.id)
+	}
+}

@@ -412,3 +412,25 @@ func htons(v uint16) uint16 {
 	binary.BigEndian.PutUint16(b[:], v)
 	return binary.NativeEndian.Uint16(b[:])
 }
+
+// longestSilence is the longest time between two consecutive answers from
+// any director within [from, to), and when it began.
+func (p *prober) longestSilence(from, to time.Time) (time.Duration, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var (
+		gap   time.Duration
+		start time.Time
+	)
+	last := from
+	for _, a := range p.answers {
+		if a.at.Before(from) || !a.at.Before(to) {
+			continue
+		}
+		if d := a.at.Sub(last); d > gap {
+			gap, start = d, last
+		}
+		last = a.at
+	}
+	return gap, start
+}
