@@ -65,7 +65,7 @@ func TestShellNonZeroExitIsCounted(t *testing.T) {
 	if st := r.Stats(); st != (hooks.Stats{Runs: 1, Failures: 1}) {
 		t.Fatalf("stats %+v", st)
 	}
-	if len(tl.find("hook failed", "exit_code=7", `stderr="something broke\n"`, "role=follower", "term=4")) != 1 {
+	if len(tl.Find("hook failed", "exit_code=7", `stderr="something broke\n"`, "role=follower", "term=4")) != 1 {
 		t.Error("failure not logged with exit code and stderr")
 	}
 }
@@ -167,7 +167,7 @@ func TestShellHookTimeout(t *testing.T) {
 	if st := r.Stats(); st != (hooks.Stats{Runs: 1, Timeouts: 1}) {
 		t.Fatalf("stats %+v", st)
 	}
-	if len(tl.find("hook timed out", "role=leader", "term=2", "timeout=300ms")) != 1 {
+	if len(tl.Find("hook timed out", "role=leader", "term=2", "timeout=300ms")) != 1 {
 		t.Error("timeout not logged")
 	}
 	// The shell may have been killed before it started the child.

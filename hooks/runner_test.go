@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/directorate/directorate/internal/testlog"
 	"slices"
 	"strings"
 	"testing"
@@ -72,7 +73,7 @@ func TestEventEnv(t *testing.T) {
 	}
 }
 
-func newFakeRunner(t *testing.T, cfg hooks.Config, maxPending int) (*hooks.Runner, *hookstest.Executor, *testLogger) {
+func newFakeRunner(t *testing.T, cfg hooks.Config, maxPending int) (*hooks.Runner, *hookstest.Executor, *testlog.Sink) {
 	t.Helper()
 	ex := hookstest.NewExecutor()
 	log, tl := newTestLogger(t)
@@ -154,7 +155,7 @@ func TestRunLogsAndCountsFailuresAndTimeouts(t *testing.T) {
 		{"hook failed", "hook=cannot-start", "no such file"},
 		{"hook done", "hook=works", "exit_code=0", "duration="},
 	} {
-		if len(tl.find(want...)) != 1 {
+		if len(tl.Find(want...)) != 1 {
 			t.Errorf("no single log line with %q", want)
 		}
 	}
@@ -178,7 +179,7 @@ func TestRunCancelledSkipsTheRest(t *testing.T) {
 	if st := r.Stats(); st != (hooks.Stats{Runs: 1, Failures: 1}) {
 		t.Errorf("stats %+v: a cancelled command is a failure, not a timeout", st)
 	}
-	if len(tl.find("hook cancelled")) != 1 || len(tl.find("remaining commands skipped", "skipped=1")) != 1 {
+	if len(tl.Find("hook cancelled")) != 1 || len(tl.Find("remaining commands skipped", "skipped=1")) != 1 {
 		t.Error("cancellation not logged")
 	}
 }
@@ -193,7 +194,7 @@ func TestRunUnknownRoleAndNoCommands(t *testing.T) {
 	if st := r.Stats(); st != (hooks.Stats{Dropped: 1}) {
 		t.Errorf("stats %+v", st)
 	}
-	if len(tl.find("unknown role", "role=candidate")) != 1 {
+	if len(tl.Find("unknown role", "role=candidate")) != 1 {
 		t.Error("unknown role not logged")
 	}
 }
@@ -266,7 +267,7 @@ func TestRunAsyncDropsOldestPending(t *testing.T) {
 	if st := r.Stats(); st.Dropped != 1 {
 		t.Fatalf("dropped %d, want 1", st.Dropped)
 	}
-	if len(tl.find("hooks dropped", "role=follower", "term=2", "more than 2 events pending")) != 1 {
+	if len(tl.Find("hooks dropped", "role=follower", "term=2", "more than 2 events pending")) != 1 {
 		t.Error("the dropped event was not logged")
 	}
 	close(gate)
@@ -293,7 +294,7 @@ func TestRunWaitsForQueuedEvents(t *testing.T) {
 	if got := ex.Commands(); !slices.Equal(got, []string{"down"}) {
 		t.Fatalf("Run did not wait for the queued event: ran %q", got)
 	}
-	if r.Stats().Dropped != 1 || len(tl.find("hooks dropped", "role=stop", "earlier events still running")) != 1 {
+	if r.Stats().Dropped != 1 || len(tl.Find("hooks dropped", "role=stop", "earlier events still running")) != 1 {
 		t.Fatalf("a Run given up is not counted and logged: %+v", r.Stats())
 	}
 

@@ -3,9 +3,9 @@ package lvs
 import (
 	"errors"
 	"fmt"
+	"github.com/directorate/directorate/internal/testlog"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,20 +13,7 @@ import (
 	"github.com/directorate/directorate/fsm"
 )
 
-// testWriter sends log lines to t.Log.
-type testWriter struct {
-	t testing.TB
-}
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func testLogger(t testing.TB) *slog.Logger { return testlog.Logger(t) }
 
 // fakeClock is a settable clock for the resync interval.
 type fakeClock struct {

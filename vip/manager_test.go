@@ -3,6 +3,7 @@ package vip_test
 import (
 	"context"
 	"errors"
+	"github.com/directorate/directorate/internal/testlog"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,17 +17,7 @@ import (
 	"github.com/directorate/directorate/vip/viptest"
 )
 
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func testLogger(t testing.TB) *slog.Logger { return testlog.Logger(t) }
 
 var (
 	t0    = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -29,7 +29,7 @@ func TestOSDevicePlainFile(t *testing.T) {
 	if err := w.Arm(); err != nil {
 		t.Fatalf("Arm on a plain file: %v", err)
 	}
-	if tl.count("takes no timeout ioctl") != 1 {
+	if tl.Count("takes no timeout ioctl") != 1 {
 		t.Error("ENOTTY from the timeout ioctl was not logged")
 	}
 	for range 3 {
@@ -280,7 +280,7 @@ func TestRealWatchdogDevice(t *testing.T) {
 			t.Errorf("Disarm: %v", err)
 		}
 	}()
-	if tl.count("takes no timeout ioctl") != 0 {
+	if tl.Count("takes no timeout ioctl") != 0 {
 		t.Error("a real watchdog device rejected the timeout ioctl")
 	}
 	if st := w.Status(); st.Timeout != 7*time.Second {

@@ -2,6 +2,7 @@ package watchdog_test
 
 import (
 	"errors"
+	"github.com/directorate/directorate/internal/testlog"
 	"slices"
 	"strings"
 	"sync"
@@ -23,7 +24,7 @@ func healthy(clk *watchdogtest.Clock) watchdog.Health {
 	return watchdog.Health{LoopBeat: clk.Now(), LeaseOK: true}
 }
 
-func newFake(t *testing.T, timeout time.Duration) (*watchdog.Watchdog, *watchdogtest.Device, *watchdogtest.Clock, *testLogger) {
+func newFake(t *testing.T, timeout time.Duration) (*watchdog.Watchdog, *watchdogtest.Device, *watchdogtest.Clock, *testlog.Sink) {
 	t.Helper()
 	clk := watchdogtest.NewClock(t0)
 	dev := watchdogtest.NewDevice(clk)
@@ -166,10 +167,10 @@ func TestPetsWhileHealthyThenFires(t *testing.T) {
 	if want := lastPet.Add(3 * time.Second); !at.Equal(want) {
 		t.Errorf("fired at %s, want %s", at, want)
 	}
-	if n := tl.count("not petting, the kernel reboots"); n != 1 {
+	if n := tl.Count("not petting, the kernel reboots"); n != 1 {
 		t.Errorf("logged the stop of petting %d times, want once", n)
 	}
-	if !strings.Contains(tl.joined(), "raft leader lease not held") {
+	if tl.Count("raft leader lease not held") == 0 {
 		t.Error("the reason for not petting was not logged")
 	}
 }
@@ -188,7 +189,7 @@ func TestPettingResumesWhenHealthy(t *testing.T) {
 	if petted, err := w.PetIfHealthy(healthy(clk), healthyBounds); err != nil || !petted {
 		t.Fatalf("recovered loop: petted=%v err=%v", petted, err)
 	}
-	if n := tl.count("petting resumed"); n != 1 {
+	if n := tl.Count("petting resumed"); n != 1 {
 		t.Errorf("logged resumption %d times, want once", n)
 	}
 	if st := w.Status(); !st.Armed || !st.LastPet.Equal(clk.Now()) || st.Timeout != 5*time.Second {
@@ -294,7 +295,7 @@ func TestArmToleratesDeviceWithoutTimeoutIoctl(t *testing.T) {
 	if st := w.Status(); !st.Armed || st.Timeout != 4*time.Second {
 		t.Errorf("status %+v", st)
 	}
-	if tl.count("takes no timeout ioctl") != 1 {
+	if tl.Count("takes no timeout ioctl") != 1 {
 		t.Error("the missing timeout ioctl was not logged")
 	}
 	if err := w.Pet(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/directorate/directorate/internal/testlog"
 	"io"
 	"log/slog"
 	"net/http"
@@ -98,16 +99,7 @@ func (noIPVS) Report(context.Context) (api.IPVSReport, error) {
 	return api.IPVSReport{Node: "d1", Backend: "dry-run", InSync: true}, nil
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return testlog.Logger(t) }
 
 type director struct {
 	fsm  *fsm.FSM

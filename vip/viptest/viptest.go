@@ -7,6 +7,7 @@ package viptest
 
 import (
 	"fmt"
+	"github.com/directorate/directorate/internal/fakeclock"
 	"slices"
 	"sync"
 	"time"
@@ -42,73 +43,14 @@ func (j *Journal) add(format string, args ...any) {
 // Clock is a fake vip.Clock. In auto mode After advances time by d at once
 // and fires, so code that waits runs straight through while time moves as if
 // it had waited; otherwise After fires only when Advance passes its deadline.
-type Clock struct {
-	mu      sync.Mutex
-	now     time.Time
-	auto    bool
-	waiters []waiter
-	sleeps  []time.Duration
-}
-
-type waiter struct {
-	at time.Time
-	ch chan time.Time
-}
+type Clock = fakeclock.Clock
 
 var _ vip.Clock = (*Clock)(nil)
 
-// NewClock returns a clock at start.
-func NewClock(start time.Time, auto bool) *Clock { return &Clock{now: start, auto: auto} }
-
-// Now returns the fake time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// After records d and returns a channel that fires once the clock has
-// advanced by d.
-func (c *Clock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sleeps = append(c.sleeps, d)
-	ch := make(chan time.Time, 1)
-	if c.auto {
-		c.now = c.now.Add(d)
-		ch <- c.now
-		return ch
+// NewClock returns a clock at start, in auto mode if auto is set.
+func NewClock(start time.Time, auto bool) *Clock {
+	if auto {
+		return fakeclock.NewAuto(start)
 	}
-	c.waiters = append(c.waiters, waiter{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-// Advance moves the clock forward and fires the waiters now due.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
-
-// Waiters counts the After channels not yet fired.
-func (c *Clock) Waiters() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
-}
-
-// Sleeps lists every duration After was called with.
-func (c *Clock) Sleeps() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.sleeps)
+	return fakeclock.New(start)
 }

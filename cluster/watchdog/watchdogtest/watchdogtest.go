@@ -6,6 +6,7 @@ package watchdogtest
 import (
 	"errors"
 	"fmt"
+	"github.com/directorate/directorate/internal/fakeclock"
 	"os"
 	"slices"
 	"sync"
@@ -15,76 +16,14 @@ import (
 	"github.com/directorate/directorate/cluster/watchdog"
 )
 
-// Clock is a fake watchdog.Clock: After fires only when Advance passes its
-// deadline.
-type Clock struct {
-	mu         sync.Mutex
-	now        time.Time
-	waiters    []waiter
-	afterCalls int
-}
-
-type waiter struct {
-	at time.Time
-	ch chan time.Time
-}
+// Clock is a fake watchdog.Clock driven by the test with Advance; see
+// fakeclock.Clock for Waiters and AfterCalls.
+type Clock = fakeclock.Clock
 
 var _ watchdog.Clock = (*Clock)(nil)
 
 // NewClock returns a clock at start.
-func NewClock(start time.Time) *Clock { return &Clock{now: start} }
-
-// Now returns the fake time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// After returns a channel that fires once the clock has advanced by d.
-func (c *Clock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.afterCalls++
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, waiter{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-// Advance moves the clock forward and fires the waiters now due.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
-
-// Waiters counts the After channels not yet fired.
-func (c *Clock) Waiters() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
-}
-
-// AfterCalls counts calls to After, so a test can tell that a goroutine
-// went round its loop once more.
-func (c *Clock) AfterCalls() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.afterCalls
-}
+func NewClock(start time.Time) *Clock { return fakeclock.New(start) }
 
 // Op is one kind of device operation.
 type Op string
