@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"sort"
 
 	"github.com/cloudflare/ipvs"
@@ -137,15 +136,13 @@ func toIPVSReport(node, backend string, index uint64, rep lvs.Report) api.IPVSRe
 		}
 		for _, dd := range sd.Dests {
 			s.Destinations = append(s.Destinations, api.IPVSDestination{
-				Address: addrPort(dd.Addr), Diff: string(dd.State),
+				Address: dd.Addr.String(), Diff: string(dd.State),
 				Desired: destAttrs(dd.Desired), Actual: destAttrs(dd.Actual)})
 		}
 		out.Services = append(out.Services, s)
 	}
 	return out
 }
-
-func addrPort(ap netip.AddrPort) string { return ap.String() }
 
 func serviceAttrs(s *ipvs.Service) *api.IPVSServiceAttrs {
 	if s == nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -292,12 +293,18 @@ func (d *daemon) leadershipLoop(ctx context.Context) {
 	changed, unsubscribe := d.fsm.Subscribe()
 	defer unsubscribe()
 	d.duties.cleanupStale(ctx)
+	cleaned := d.duties.currentVIPs()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
-			d.duties.cleanupStale(ctx)
+			// Most commits touch services, not VIPs: only a changed VIP
+			// list is worth a look at the kernel's addresses.
+			if cur := d.duties.currentVIPs(); !slices.Equal(cur, cleaned) {
+				d.duties.cleanupStale(ctx)
+				cleaned = cur
+			}
 		case <-tick.C:
 			d.duties.cleanupStale(ctx)
 		case req := <-d.node.FailbackRequests():
