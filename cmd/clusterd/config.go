@@ -58,6 +58,25 @@ type config struct {
 	Log         logConfig         `yaml:"log"`
 	// APITimeout bounds how long a write waits to be committed.
 	APITimeout time.Duration `yaml:"api_timeout"`
+
+	// TLS names the cluster CA and this director's certificate and key:
+	// raft runs over mutual TLS 1.3 with them, and the API serves HTTPS.
+	// Required unless Insecure.
+	TLS tlsFiles `yaml:"tls"`
+	// GossipKeyFile holds the gossip encryption key (base64 of 32 bytes,
+	// AES-256-GCM) that a director uses until the replicated keyring
+	// takes over. Required unless Insecure.
+	GossipKeyFile string `yaml:"gossip_key_file"`
+	// Insecure runs raft, gossip and the API in plaintext with no API
+	// authentication: a development mode, warned about at every start.
+	Insecure bool `yaml:"insecure"`
+}
+
+// tlsFiles are PEM file paths.
+type tlsFiles struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 type lvsConfig struct {
@@ -240,6 +259,7 @@ func (c *config) validate() error {
 	if c.APITimeout < 100*time.Millisecond {
 		bad("api_timeout", "must be at least 100ms, got %s", c.APITimeout)
 	}
+	errs = append(errs, c.validateSecurity()...)
 	return errors.Join(errs...)
 }
 

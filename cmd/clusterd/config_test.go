@@ -17,6 +17,7 @@ bootstrap_expect: 3
 join: [10.0.0.2:7946, 10.0.0.3:7946]
 lvs:
   backend: dry-run
+insecure: true
 `
 
 func TestParseConfigDefaults(t *testing.T) {

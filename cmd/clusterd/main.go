@@ -62,6 +62,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
+		if err := cfg.checkSecurityFiles(); err != nil {
+			return fail(fmt.Errorf("config %s: %w", *checkPath, err))
+		}
 		fmt.Fprintf(stdout, "%s: OK (node %s, bootstrap_expect %d, lvs backend %s)\n", *checkPath, cfg.NodeID, cfg.BootstrapExpect, cfg.LVS.Backend)
 		return 0
 	case *printTiming:
@@ -93,6 +96,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log, err := newLogger(stderr, cfg)
 	if err != nil {
 		return fail(err)
+	}
+	if cfg.Insecure {
+		log.Warn("insecure: true: raft and the API run in plaintext, gossip is not encrypted and the API authorises nobody; " +
+			"anyone who reaches this director's ports can join the cluster or change it. Use it for development only")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

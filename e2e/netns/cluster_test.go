@@ -172,6 +172,8 @@ vip:
   lifetime: %s
 %slog:
   level: debug
+# The HA suite measures failover; the smoke suite covers secure mode.
+insecure: true
 %s`, d.id, filepath.Join(d.dir, "data"), netip.AddrPortFrom(h.ip, raftPort), netip.AddrPortFrom(h.ip, gossipPort),
 			d.api, n, strings.Join(join, ", "), set.profile, set.fence, set.lifetime, burst, set.extra)
 

@@ -92,6 +92,7 @@ hooks:
   on_leader: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_TERM $DIRECTORATE_VIPS" >> %s']
 log:
   level: debug
+insecure: true
 `, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "),
 			filepath.Join(d.dir, "watchdog"), filepath.Join(d.dir, "hooks.log"))
 		if err := os.WriteFile(filepath.Join(d.dir, "watchdog"), nil, 0o644); err != nil {

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+)
+
+// directorName is the DNS name every director certificate carries. Raft
+// peers must present it, so a certificate the cluster CA issued to a
+// client (clusterctl) cannot be used to join the Raft group; directors
+// dial each other's raft and API with it as the server name, so the
+// certificates need no IP SANs for director-to-director traffic.
+const directorName = "director.directorate"
+
+// gossipKeyLen is the length of a memberlist key for AES-256-GCM.
+const gossipKeyLen = 32
+
+// tlsInitHint says how to get the files a secure configuration needs.
+const tlsInitHint = "run `clusterd tls init -dir DIR -nodes d1,d2,d3` to create a CA, certificates and a gossip key " +
+	"and print the config lines, or set insecure: true for a plaintext development cluster"
+
+// validateSecurity checks that the configuration is either secure (TLS
+// files and a gossip key named) or explicitly insecure. It reads no
+// files: loadClusterTLS and loadGossipKey do, at start and in
+// -check-config.
+func (c *config) validateSecurity() []error {
+	var errs []error
+	if c.Insecure {
+		if c.TLS != (tlsFiles{}) {
+			errs = append(errs, errors.New("tls: must be empty with insecure: true, which turns TLS off; remove one of them"))
+		}
+		if c.GossipKeyFile != "" {
+			errs = append(errs, errors.New("gossip_key_file: must be empty with insecure: true, which turns gossip encryption off; remove one of them"))
+		}
+		return errs
+	}
+	for _, f := range []struct{ field, v string }{{"tls.ca", c.TLS.CA}, {"tls.cert", c.TLS.Cert}, {"tls.key", c.TLS.Key}, {"gossip_key_file", c.GossipKeyFile}} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("%s: is required: directors talk over mutual TLS with encrypted gossip; %s", f.field, tlsInitHint))
+		}
+	}
+	return errs
+}
+
+// clusterTLS is a director's TLS material: the cluster CA and its own
+// certificate, checked against each other when loaded.
+type clusterTLS struct {
+	pool *x509.CertPool
+	cert tls.Certificate
+}
+
+// loadClusterTLS reads and checks the files named under tls:. The
+// certificate must chain to the CA, be valid for both server and client
+// use and name directorName, so a misconfigured director fails at start
+// with a clear error instead of being refused by its peers.
+func loadClusterTLS(f tlsFiles) (*clusterTLS, error) {
+	caPEM, err := os.ReadFile(f.CA)
+	if err != nil {
+		return nil, fmt.Errorf("tls.ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("tls.ca: %s holds no PEM certificate", f.CA)
+	}
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert/tls.key: %w", err)
+	}
+	leaf := cert.Leaf
+	inter := x509.NewCertPool()
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert: intermediate certificate: %w", err)
+		}
+		inter.AddCert(c)
+	}
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert: %s does not verify against tls.ca %s for %s: %w", f.Cert, f.CA, usageName(usage), err)
+		}
+	}
+	if !slices.Contains(leaf.DNSNames, directorName) {
+		return nil, fmt.Errorf("tls.cert: %s is not a director certificate: it must name %q (clusterd tls init issues such certificates)", f.Cert, directorName)
+	}
+	return &clusterTLS{pool: pool, cert: cert}, nil
+}
+
+func usageName(u x509.ExtKeyUsage) string {
+	if u == x509.ExtKeyUsageServerAuth {
+		return "server use"
+	}
+	return "client use"
+}
+
+// raftServer is the raft listener's configuration: TLS 1.3 only, and a
+// client certificate from the cluster CA that names directorName.
+func (c *clusterTLS) raftServer() *tls.Config {
+	return &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		Certificates:     []tls.Certificate{c.cert},
+		ClientAuth:       tls.RequireAndVerifyClientCert,
+		ClientCAs:        c.pool,
+		VerifyConnection: requireDirector,
+	}
+}
+
+// raftClient is the configuration a director dials its raft peers with.
+// The server name is directorName, not the peer's address, so a peer is
+// any director the CA certified.
+func (c *clusterTLS) raftClient() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.cert},
+		RootCAs:      c.pool,
+		ServerName:   directorName,
+	}
+}
+
+// apiServer is the HTTPS API's configuration. A client certificate is
+// verified against the cluster CA when one is presented, but not
+// required: API requests are authorised by token.
+func (c *clusterTLS) apiServer() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    c.pool,
+	}
+}
+
+// apiClient is the configuration a director calls another director's
+// API with (forwarding to the leader): it presents its own certificate
+// and expects a director's.
+func (c *clusterTLS) apiClient() *tls.Config { return c.raftClient() }
+
+// requireDirector refuses a peer whose verified certificate does not
+// name directorName, such as clusterctl's client certificate.
+func requireDirector(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no certificate presented")
+	}
+	if err := cs.PeerCertificates[0].VerifyHostname(directorName); err != nil {
+		return fmt.Errorf("peer certificate %q is not a director certificate: %w", cs.PeerCertificates[0].Subject.CommonName, err)
+	}
+	return nil
+}
+
+// loadGossipKey reads a gossip key file: base64 of 32 bytes, surrounding
+// white space ignored.
+func loadGossipKey(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("gossip_key_file: %w", err)
+	}
+	key, err := parseGossipKey(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("gossip_key_file %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// parseGossipKey decodes a base64 gossip key and checks its length.
+func parseGossipKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	if len(key) != gossipKeyLen {
+		return nil, fmt.Errorf("key is %d bytes; AES-256-GCM needs %d", len(key), gossipKeyLen)
+	}
+	return key, nil
+}
+
+// checkSecurityFiles loads the TLS files and the gossip key a secure
+// configuration names, for -check-config.
+func (c *config) checkSecurityFiles() error {
+	if c.Insecure {
+		return nil
+	}
+	if _, err := loadClusterTLS(c.TLS); err != nil {
+		return err
+	}
+	_, err := loadGossipKey(c.GossipKeyFile)
+	return err
+}
