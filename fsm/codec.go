@@ -93,6 +93,10 @@ func Decode(data []byte) (Command, error) {
 		return decodePayload[DeleteServer](env)
 	case TypeReplaceState:
 		return decodePayload[ReplaceState](env)
+	case TypeCreateToken:
+		return decodePayload[CreateToken](env)
+	case TypeRevokeToken:
+		return decodePayload[RevokeToken](env)
 	}
 	return nil, fmt.Errorf("command type %q is unknown to this director (command version %d): upgrade this director: %w",
 		env.Type, CommandVersion, ErrUnsupportedCommand)
@@ -132,7 +136,8 @@ func strictUnmarshal(data []byte, v any) error {
 func normalize(cmd Command) (Command, error) {
 	switch c := cmd.(type) {
 	case AddVIP, DeleteVIP, AddService, UpdateService, DeleteService,
-		AddServer, UpdateServer, DeleteServer, ReplaceState:
+		AddServer, UpdateServer, DeleteServer, ReplaceState,
+		CreateToken, RevokeToken:
 		return c, nil
 	case *AddVIP:
 		return derefCommand(c)
@@ -151,6 +156,10 @@ func normalize(cmd Command) (Command, error) {
 	case *DeleteServer:
 		return derefCommand(c)
 	case *ReplaceState:
+		return derefCommand(c)
+	case *CreateToken:
+		return derefCommand(c)
+	case *RevokeToken:
 		return derefCommand(c)
 	case nil:
 		return nil, &FieldError{Field: "command", Reason: "missing", Kind: ErrInvalid}

@@ -32,7 +32,7 @@ func sampleCommands(t testing.TB) []Command {
 			Tunnel: ptr(TunnelGRE), TunnelPort: ptr(0), TunnelChecksum: ptr(ChecksumNone), Weight: ptr(2),
 			UpperThreshold: ptr(20), LowerThreshold: ptr(10), Admin: ptr(Enabled)}},
 		DeleteServer{Service: "dns", Address: addr("10.0.0.2"), Port: 53},
-		ReplaceState{State: *richState(t)},
+		ReplaceState{State: *configState(t)},
 	}
 }
 

@@ -195,7 +195,7 @@ func TestDeletes(t *testing.T) {
 }
 
 func TestReplaceState(t *testing.T) {
-	rich := richState(t)
+	rich := configState(t)
 	h := fixture(t)
 	h.mustApply(ReplaceState{State: *rich})
 	if got := h.f.Index(); got != h.idx {

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -24,6 +25,9 @@ func FuzzApply(f *testing.F) {
 		UpdateServer{Service: "web", Address: addr("10.0.0.1"), Port: 8080, Patch: ServerPatch{Method: ptr(DR)}},
 		DeleteVIP{Name: "v4"},
 		ReplaceState{},
+		CreateToken{Token: Token{ID: "ro", Role: RoleRead, Hash: strings.Repeat("ab", 32)}},
+		CreateToken{Token: Token{ID: "ops2", Role: RoleOperator, Hash: strings.Repeat("cd", 32)}, Bootstrap: true},
+		RevokeToken{ID: "ops"},
 	} {
 		f.Add(mustEncode(f, cmd))
 	}

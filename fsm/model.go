@@ -176,4 +176,6 @@ type State struct {
 	Index    uint64              `json:"index"`
 	VIPs     map[string]*VIP     `json:"vips"`
 	Services map[string]*Service `json:"services"`
+	// Tokens are the API tokens, keyed by ID; see Token.
+	Tokens map[string]*Token `json:"tokens,omitempty"`
 }

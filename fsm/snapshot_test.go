@@ -39,7 +39,19 @@ func richState(t testing.TB) *State {
 				Servers: servers(RealServer{Address: addr("2001:db8:1::3"), Port: 8443, Method: NAT, Admin: Enabled})},
 			"sctp": {Name: "sctp", VIP: "v6", Protocol: SCTP, Port: 3868, Family: IPv6, Scheduler: "lblcr", Method: DR},
 		},
+		Tokens: map[string]*Token{
+			"ops": {ID: "ops", Role: RoleOperator, Hash: strings.Repeat("0f", 32), Description: "bootstrap",
+				Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		},
 	}
+}
+
+// configState is richState without its credentials: what a restore
+// through ReplaceState may carry.
+func configState(t testing.TB) *State {
+	st := richState(t)
+	st.Tokens = nil
+	return st
 }
 
 func mustSnapshot(t testing.TB, st *State) []byte {
@@ -83,7 +95,7 @@ func TestRichStateSetsEveryField(t *testing.T) {
 	}
 	walk(reflect.ValueOf(richState(t)))
 	for _, typ := range []reflect.Type{reflect.TypeFor[State](), reflect.TypeFor[VIP](), reflect.TypeFor[Service](),
-		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer]()} {
+		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer](), reflect.TypeFor[Token]()} {
 		for i := range typ.NumField() {
 			if name := typ.Field(i).Name; !set[typ][name] {
 				t.Errorf("richState never sets %s.%s", typ.Name(), name)

@@ -54,11 +54,22 @@ func (s *store) prepare(cmd Command) (commit func(), err error) {
 	case DeleteServer:
 		return s.deleteServer(c)
 	case ReplaceState:
+		// A restore replaces the configuration, not the credentials:
+		// a saved snapshot must neither lock operators out nor bring
+		// back revoked tokens.
+		if len(c.State.Tokens) > 0 {
+			return nil, invalid("state.tokens", "tokens are not restored with the configuration: manage them with clusterctl token")
+		}
 		ns, err := buildStore(&c.State)
 		if err != nil {
 			return nil, err
 		}
+		ns.state.Tokens = cloneTokens(s.state.Tokens)
 		return func() { *s = *ns }, nil
+	case CreateToken:
+		return s.createToken("token", c)
+	case RevokeToken:
+		return s.revokeToken(c)
 	}
 	return nil, fmt.Errorf("%T is not an fsm command: %w", cmd, ErrUnsupportedCommand)
 }
@@ -98,6 +109,9 @@ func buildStore(st *State) (*store, error) {
 			return nil, err
 		}
 		commit()
+	}
+	if err := ns.addTokens(st.Tokens); err != nil {
+		return nil, err
 	}
 	ns.state.Index = st.Index
 	return ns, nil
