@@ -43,6 +43,9 @@ func touched(cmd Command) (services []string, full bool) {
 		return []string{c.Service}, false
 	case DeleteServer:
 		return []string{c.Service}, false
+	case InstallKey, UseKey, RemoveKey:
+		// The keyring is not part of the IPVS table.
+		return nil, false
 	}
 	return nil, true
 }

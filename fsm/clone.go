@@ -10,7 +10,7 @@ func NewState() *State {
 // Clone returns a deep copy of s: nothing in the copy is shared with s.
 // Nil entries of s's maps stay nil.
 func (s *State) Clone() *State {
-	c := &State{Index: s.Index, VIPs: maps.Clone(s.VIPs), Services: maps.Clone(s.Services), Tokens: cloneTokens(s.Tokens)}
+	c := &State{Index: s.Index, VIPs: maps.Clone(s.VIPs), Services: maps.Clone(s.Services), Tokens: cloneTokens(s.Tokens), Keyring: s.Keyring.Clone()}
 	if c.VIPs == nil {
 		c.VIPs = map[string]*VIP{}
 	}

@@ -97,6 +97,12 @@ func Decode(data []byte) (Command, error) {
 		return decodePayload[CreateToken](env)
 	case TypeRevokeToken:
 		return decodePayload[RevokeToken](env)
+	case TypeInstallKey:
+		return decodePayload[InstallKey](env)
+	case TypeUseKey:
+		return decodePayload[UseKey](env)
+	case TypeRemoveKey:
+		return decodePayload[RemoveKey](env)
 	}
 	return nil, fmt.Errorf("command type %q is unknown to this director (command version %d): upgrade this director: %w",
 		env.Type, CommandVersion, ErrUnsupportedCommand)
@@ -137,7 +143,8 @@ func normalize(cmd Command) (Command, error) {
 	switch c := cmd.(type) {
 	case AddVIP, DeleteVIP, AddService, UpdateService, DeleteService,
 		AddServer, UpdateServer, DeleteServer, ReplaceState,
-		CreateToken, RevokeToken:
+		CreateToken, RevokeToken,
+		InstallKey, UseKey, RemoveKey:
 		return c, nil
 	case *AddVIP:
 		return derefCommand(c)
@@ -160,6 +167,12 @@ func normalize(cmd Command) (Command, error) {
 	case *CreateToken:
 		return derefCommand(c)
 	case *RevokeToken:
+		return derefCommand(c)
+	case *InstallKey:
+		return derefCommand(c)
+	case *UseKey:
+		return derefCommand(c)
+	case *RemoveKey:
 		return derefCommand(c)
 	case nil:
 		return nil, &FieldError{Field: "command", Reason: "missing", Kind: ErrInvalid}

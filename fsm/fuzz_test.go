@@ -28,6 +28,10 @@ func FuzzApply(f *testing.F) {
 		CreateToken{Token: Token{ID: "ro", Role: RoleRead, Hash: strings.Repeat("ab", 32)}},
 		CreateToken{Token: Token{ID: "ops2", Role: RoleOperator, Hash: strings.Repeat("cd", 32)}, Bootstrap: true},
 		RevokeToken{ID: "ops"},
+		InstallKey{Key: bytes.Repeat([]byte{1}, GossipKeyLen)},
+		InstallKey{Key: bytes.Repeat([]byte{2}, GossipKeyLen)},
+		UseKey{Fingerprint: KeyFingerprint(bytes.Repeat([]byte{2}, GossipKeyLen))},
+		RemoveKey{Fingerprint: KeyFingerprint(bytes.Repeat([]byte{1}, GossipKeyLen))},
 	} {
 		f.Add(mustEncode(f, cmd))
 	}

@@ -178,4 +178,7 @@ type State struct {
 	Services map[string]*Service `json:"services"`
 	// Tokens are the API tokens, keyed by ID; see Token.
 	Tokens map[string]*Token `json:"tokens,omitempty"`
+	// Keyring is the gossip keyring, nil until a key is installed; see
+	// Keyring.
+	Keyring *Keyring `json:"keyring,omitempty"`
 }

@@ -43,6 +43,8 @@ func richState(t testing.TB) *State {
 			"ops": {ID: "ops", Role: RoleOperator, Hash: strings.Repeat("0f", 32), Description: "bootstrap",
 				Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 		},
+		Keyring: &Keyring{Primary: KeyFingerprint(bytes.Repeat([]byte{2}, GossipKeyLen)),
+			Keys: [][]byte{bytes.Repeat([]byte{1}, GossipKeyLen), bytes.Repeat([]byte{2}, GossipKeyLen)}},
 	}
 }
 
@@ -51,6 +53,7 @@ func richState(t testing.TB) *State {
 func configState(t testing.TB) *State {
 	st := richState(t)
 	st.Tokens = nil
+	st.Keyring = nil
 	return st
 }
 
@@ -95,7 +98,7 @@ func TestRichStateSetsEveryField(t *testing.T) {
 	}
 	walk(reflect.ValueOf(richState(t)))
 	for _, typ := range []reflect.Type{reflect.TypeFor[State](), reflect.TypeFor[VIP](), reflect.TypeFor[Service](),
-		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer](), reflect.TypeFor[Token]()} {
+		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer](), reflect.TypeFor[Token](), reflect.TypeFor[Keyring]()} {
 		for i := range typ.NumField() {
 			if name := typ.Field(i).Name; !set[typ][name] {
 				t.Errorf("richState never sets %s.%s", typ.Name(), name)

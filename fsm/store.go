@@ -60,16 +60,26 @@ func (s *store) prepare(cmd Command) (commit func(), err error) {
 		if len(c.State.Tokens) > 0 {
 			return nil, invalid("state.tokens", "tokens are not restored with the configuration: manage them with clusterctl token")
 		}
+		if c.State.Keyring != nil {
+			return nil, invalid("state.keyring", "the gossip keyring is not restored with the configuration: manage it with clusterctl keyring")
+		}
 		ns, err := buildStore(&c.State)
 		if err != nil {
 			return nil, err
 		}
 		ns.state.Tokens = cloneTokens(s.state.Tokens)
+		ns.state.Keyring = s.state.Keyring.Clone()
 		return func() { *s = *ns }, nil
 	case CreateToken:
 		return s.createToken("token", c)
 	case RevokeToken:
 		return s.revokeToken(c)
+	case InstallKey:
+		return s.installKey(c)
+	case UseKey:
+		return s.useKey(c)
+	case RemoveKey:
+		return s.removeKey(c)
 	}
 	return nil, fmt.Errorf("%T is not an fsm command: %w", cmd, ErrUnsupportedCommand)
 }
@@ -111,6 +121,9 @@ func buildStore(st *State) (*store, error) {
 		commit()
 	}
 	if err := ns.addTokens(st.Tokens); err != nil {
+		return nil, err
+	}
+	if err := ns.setKeyring(st.Keyring); err != nil {
 		return nil, err
 	}
 	ns.state.Index = st.Index
