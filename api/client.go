@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +45,8 @@ type Client struct {
 	userAgent  string
 	hint       string
 	consistent bool
+	// token is sent as a bearer token with every request.
+	token string
 	// maxResponse is maxResponseBytes; tests lower it.
 	maxResponse int64
 }
@@ -71,6 +74,34 @@ func WithTimeout(d time.Duration) Option {
 			return fmt.Errorf("timeout %s must not be negative", d)
 		}
 		c.timeout = d
+		return nil
+	}
+}
+
+// WithToken sends tok, an API token ("ID.SECRET"), with every request.
+func WithToken(tok string) Option {
+	return func(c *Client) error {
+		if strings.ContainsAny(tok, " \t\r\n") {
+			return errors.New("API token must not contain spaces or line breaks")
+		}
+		c.token = tok
+		return nil
+	}
+}
+
+// WithTLSConfig sends requests over TLS with cfg: the cluster CA in
+// RootCAs, and a client certificate when one is needed. It replaces the
+// HTTP client, so it and WithHTTPClient exclude each other. Proxies from
+// the environment are ignored: clusterd is reached directly.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *Client) error {
+		if cfg == nil {
+			return errors.New("TLS configuration must not be nil")
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil
+		tr.TLSClientConfig = cfg
+		c.hc = &http.Client{Transport: tr}
 		return nil
 	}
 }
@@ -277,6 +308,9 @@ func (c *Client) do(ctx context.Context, r request) (uint64, error) {
 	}
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

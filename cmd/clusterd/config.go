@@ -70,6 +70,10 @@ type config struct {
 	// Insecure runs raft, gossip and the API in plaintext with no API
 	// authentication: a development mode, warned about at every start.
 	Insecure bool `yaml:"insecure"`
+	// BootstrapTokenFile holds the first operator API token (ID.SECRET,
+	// mode 0600). A new leader adds it while the cluster has no token;
+	// once any token exists the file is ignored. See docs/security.md.
+	BootstrapTokenFile string `yaml:"bootstrap_token_file"`
 }
 
 // tlsFiles are PEM file paths.
@@ -260,6 +264,9 @@ func (c *config) validate() error {
 		bad("api_timeout", "must be at least 100ms, got %s", c.APITimeout)
 	}
 	errs = append(errs, c.validateSecurity()...)
+	if c.Insecure && c.BootstrapTokenFile != "" {
+		bad("bootstrap_token_file", "must be empty with insecure: true, which has no API tokens; remove one of them")
+	}
 	return errors.Join(errs...)
 }
 

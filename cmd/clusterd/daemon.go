@@ -34,6 +34,9 @@ type daemon struct {
 	vips    vipOwner
 	duties  *duties
 	ping    pingScorer // nil without ping nodes
+	// bootstrapToken, from bootstrap_token_file, is added by a new
+	// leader while the cluster has no token; nil without the file.
+	bootstrapToken *bootstrapToken
 
 	mu      sync.Mutex
 	desired *lvs.Desired
@@ -113,10 +116,20 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("api_addr: %w", err)
 	}
 	defer ln.Close()
+	apiSec, ln, err := apiSecurity(cfg, ln)
+	if err != nil {
+		return err
+	}
+	var bootTok *bootstrapToken
+	if cfg.BootstrapTokenFile != "" {
+		if bootTok, err = loadBootstrapToken(cfg.BootstrapTokenFile); err != nil {
+			return err
+		}
+	}
 
 	f := fsm.New()
 	d := &daemon{
-		cfg: cfg, log: log, fsm: f, backend: backend, vips: vips,
+		cfg: cfg, log: log, fsm: f, backend: backend, vips: vips, bootstrapToken: bootTok,
 		rec: lvs.NewReconciler(backend, log, lvs.Options{ResyncInterval: cfg.LVS.ResyncInterval}),
 	}
 	var wd leaderWatchdog = noWatchdog{}
@@ -139,7 +152,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer runner.Close()
 	node, err := cluster.New(cfg.clusterConfig(version), f,
-		cluster.WithLogger(log), cluster.WithRemoveForwarder(forwardRemove(cfg.APITimeout)))
+		cluster.WithLogger(log), cluster.WithRemoveForwarder(forwardRemove(cfg.APITimeout, apiSec.ClientTLS)))
 	if err != nil {
 		return fmt.Errorf("start cluster node: %w", err)
 	}
@@ -162,7 +175,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer closePinger()
 
-	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout)
+	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout, apiSec)
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -326,6 +339,9 @@ func (d *daemon) leadershipLoop(ctx context.Context) {
 			if ev.Leader {
 				d.log.Info("became leader", "term", ev.Term, "index", ev.Index)
 				d.duties.becomeLeader(ev)
+				if d.bootstrapToken != nil {
+					go proposeBootstrapToken(ctx, d.fsm, d.node, d.bootstrapToken, d.log, ev.Term)
+				}
 			} else {
 				d.log.Info("lost leadership", "term", ev.Term, "index", ev.Index)
 				d.duties.stepDown(ctx, "lost leadership")
@@ -355,21 +371,6 @@ func (d *daemon) lastReconcile() api.ReconcileStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.last
-}
-
-// forwardRemove lets a leader asked to remove itself have the new leader
-// do it, through that leader's API.
-func forwardRemove(timeout time.Duration) cluster.RemoveForwarder {
-	return func(ctx context.Context, leaderID, addr, id string, force bool) error {
-		c, err := api.New(addr, api.WithTimeout(timeout))
-		if err != nil {
-			return fmt.Errorf("reach new leader %s: %w", leaderID, err)
-		}
-		if _, err := c.RemoveMember(ctx, id, force); err != nil {
-			return fmt.Errorf("remove %s through new leader %s: %w", id, leaderID, err)
-		}
-		return nil
-	}
 }
 
 // newIPFail starts the ping monitor when ping nodes are configured, and

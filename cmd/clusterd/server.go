@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +53,17 @@ type server struct {
 	// proxy carries forwarded requests. It ignores HTTP_PROXY: directors
 	// talk to each other directly.
 	proxy http.RoundTripper
+	sec   security
+}
+
+// security is how the API authenticates callers and reaches the leader.
+type security struct {
+	// Insecure turns authentication off: the development mode of
+	// `insecure: true`, which clusterd warns about at every start.
+	Insecure bool
+	// ClientTLS, when set, makes forwarded requests go to the leader over
+	// HTTPS with this director's certificate; nil means plain HTTP.
+	ClientTLS *tls.Config
 }
 
 // forwardMargin is how much longer a follower waits for a forwarded
@@ -59,14 +71,18 @@ type server struct {
 // its timeout, travels back rather than being cut off here.
 const forwardMargin = 5 * time.Second
 
-func newServer(node string, f *fsm.FSM, c consensus, r ipvsReporter, log *slog.Logger, timeout time.Duration) *server {
+func newServer(node string, f *fsm.FSM, c consensus, r ipvsReporter, log *slog.Logger, timeout time.Duration, sec security) *server {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
-	return &server{node: node, fsm: f, raft: c, ipvs: r, log: log, timeout: timeout, proxy: tr}
+	tr.TLSClientConfig = sec.ClientTLS
+	return &server{node: node, fsm: f, raft: c, ipvs: r, log: log, timeout: timeout, proxy: tr, sec: sec}
 }
 
+// handler serves the API. Every request passes the authorization policy
+// (requiredRole) before it reaches a route.
 func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
+	s.registerTokenRoutes(mux)
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("GET /v1/vips", s.read(s.listVIPs))
 	mux.HandleFunc("POST /v1/vips", s.write(s.addVIP))
@@ -91,7 +107,7 @@ func (s *server) handler() http.Handler {
 		s.fail(w, r, &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound,
 			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
-	return mux
+	return s.authorize(mux)
 }
 
 // mutation turns a request into a command, or fails with a client error.
@@ -209,7 +225,11 @@ func (s *server) forward(w http.ResponseWriter, r *http.Request) {
 			Message: fmt.Sprintf("director %s was just elected leader and is catching up; retry shortly", s.node)})
 		return
 	}
-	target := &url.URL{Scheme: "http", Host: addr}
+	scheme := "http"
+	if s.sec.ClientTLS != nil {
+		scheme = "https"
+	}
+	target := &url.URL{Scheme: scheme, Host: addr}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -551,8 +571,12 @@ func (s *server) deleteServer(r *http.Request) (fsm.Command, error) {
 	return fsm.DeleteServer{Service: r.PathValue("name"), Address: ap.Addr(), Port: int(ap.Port())}, nil
 }
 
+// snapshot is the configuration without the token table: credentials are
+// not configuration, and a restore refuses them (see fsm.ReplaceState).
 func (s *server) snapshot(_ *http.Request, st *fsm.State) (any, error) {
-	return json.RawMessage(mustJSON(st)), nil
+	cfg := *st
+	cfg.Tokens = nil
+	return json.RawMessage(mustJSON(&cfg)), nil
 }
 
 func (s *server) restore(r *http.Request) (fsm.Command, error) {

@@ -116,7 +116,7 @@ func newDirector(t *testing.T, leader bool) *director {
 	if leader {
 		node = "d1"
 	}
-	srv := newServer(node, f, c, noIPVS{}, testLogger(t), 2*time.Second)
+	srv := newServer(node, f, c, noIPVS{}, testLogger(t), 2*time.Second, security{Insecure: true})
 	ts := httptest.NewServer(srv.handler())
 	t.Cleanup(ts.Close)
 	return &director{fsm: f, raft: c, url: ts.URL}
