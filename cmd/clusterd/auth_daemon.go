@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"os"
@@ -28,6 +29,13 @@ func apiSecurity(cfg *config, ln net.Listener) (security, net.Listener, error) {
 		return security{}, nil, err
 	}
 	return security{ClientTLS: ct.apiClient()}, tls.NewListener(ln, ct.apiServer()), nil
+}
+
+// apiErrorLog sends net/http's own messages, such as a refused TLS
+// handshake with the client's address and the reason, to the structured
+// log rather than to stderr.
+func apiErrorLog(log *slog.Logger) *stdlog.Logger {
+	return slog.NewLogLogger(log.With("component", "api").Handler(), slog.LevelWarn)
 }
 
 // bootstrapToken is the first operator token, read from

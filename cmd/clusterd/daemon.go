@@ -176,7 +176,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer closePinger()
 
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout, apiSec)
-	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: apiErrorLog(log)}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
 
