@@ -42,6 +42,9 @@ var (
 	// ErrInvalidRequest: a request argument is malformed; the message names
 	// it.
 	ErrInvalidRequest = errors.New("invalid request")
+	// ErrUntrustedPeer: the server to add presented a raft certificate
+	// the cluster CA did not issue.
+	ErrUntrustedPeer = errors.New("untrusted peer")
 )
 
 // mapRaftErr translates hashicorp/raft errors into this package's sentinels

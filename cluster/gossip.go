@@ -57,6 +57,10 @@ type NodeMeta struct {
 	// that announces the same fingerprint, so two directors with
 	// conflicting preferred lists cannot hand leadership back and forth.
 	Failback string `json:"failback,omitempty"`
+	// Keys lists the fingerprints of the gossip keys this director has
+	// installed, comma-separated, its primary first; empty when gossip is
+	// not encrypted. `clusterctl keyring ls` shows it per member.
+	Keys string `json:"keys,omitempty"`
 }
 
 func (m NodeMeta) encode() ([]byte, error) {
@@ -158,6 +162,9 @@ type memberlistGossip struct {
 	encoded []byte
 	members map[string]GossipMember
 	changed chan struct{}
+	// keyring is memberlist's own, changed in place; nil when gossip is
+	// not encrypted.
+	keyring *memberlist.Keyring
 
 	cancel context.CancelFunc
 }
@@ -170,11 +177,12 @@ type gossipOptions struct {
 	bind      string
 	advertise string
 	timing    Timing
+	// keyring encrypts gossip; nil leaves it plaintext.
+	keyring *GossipKeyring
 }
 
 // memberlistConfig builds the memberlist configuration. It is the one place
-// where memberlist is configured, so gossip encryption (SecretKey/Keyring)
-// and TLS-related settings can be added here later.
+// where memberlist is configured.
 func memberlistConfig(o gossipOptions, log *slog.Logger) (*memberlist.Config, error) {
 	c := memberlist.DefaultLANConfig()
 	c.Name = o.name
@@ -203,6 +211,16 @@ func memberlistConfig(o gossipOptions, log *slog.Logger) (*memberlist.Config, er
 	c.GossipToTheDeadTime = t.GossipPushPullInterval
 	c.Logger = newStdLogger(log)
 	c.LogOutput = nil
+	if o.keyring != nil {
+		ring, err := memberlistKeyring(*o.keyring)
+		if err != nil {
+			return nil, err
+		}
+		c.Keyring = ring
+		// Both are memberlist's defaults; stated because a member that
+		// accepted plaintext could be fed forged membership.
+		c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
+	}
 	return c, nil
 }
 
@@ -233,6 +251,7 @@ func startMemberlist(o gossipOptions, meta NodeMeta, join []string, log *slog.Lo
 	}
 	c.Delegate = g
 	c.Events = g
+	g.keyring = c.Keyring
 	ml, err := memberlist.Create(c)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", o.bind, err)

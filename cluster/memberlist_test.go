@@ -20,10 +20,10 @@ type realNode struct {
 	f   *fsm.FSM
 }
 
-func startReal(t testing.TB, logs *logSink, cfg Config) *realNode {
+func startReal(t testing.TB, logs *logSink, cfg Config, opts ...Option) *realNode {
 	t.Helper()
 	rn := &realNode{cfg: cfg, f: fsm.New()}
-	n, err := New(cfg, rn.f, WithLogger(logs.logger().With("node", cfg.NodeID)))
+	n, err := New(cfg, rn.f, append([]Option{WithLogger(logs.logger().With("node", cfg.NodeID))}, opts...)...)
 	if err != nil {
 		t.Fatalf("start %s: %v", cfg.NodeID, err)
 	}

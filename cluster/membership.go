@@ -310,6 +310,9 @@ func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	if err := n.checkPeerCertificate(addr); err != nil {
+		return fmt.Errorf("%s: %w: %s at %s presents a certificate the cluster CA did not issue (%v); it was not added", op, ErrUntrustedPeer, id, addr, err)
+	}
 	if !present {
 		n.log.Info("adding server as non-voter until it answers raft", "member", id, "addr", addr)
 		// prevIndex 0: memberMu serialises this node's changes and

@@ -13,12 +13,14 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,7 +59,12 @@ type options struct {
 	gossip    Gossip
 	forwarder RemoveForwarder
 	sm        stateMachine
+	raftTLS   *raftTLS
+	keyring   *GossipKeyring
 }
+
+// raftTLS is the pair of TLS configurations raft runs with.
+type raftTLS struct{ server, client *tls.Config }
 
 // WithLogger sets the logger. The caller gives it the node attribute, so
 // that records of every package of a director carry it once.
@@ -74,6 +81,14 @@ func WithRaftStores(logs raft.LogStore, stable raft.StableStore, snaps raft.Snap
 
 // WithGossip replaces memberlist; GossipBind and Join are then ignored.
 func WithGossip(g Gossip) Option { return func(o *options) { o.gossip = g } }
+
+// WithRaftTLS runs raft over mutual TLS: server verifies the peers that
+// connect (it should require a client certificate), client is used to
+// dial them. Without it raft runs over plain TCP, which clusterd allows
+// only with insecure: true.
+func WithRaftTLS(server, client *tls.Config) Option {
+	return func(o *options) { o.raftTLS = &raftTLS{server: server, client: client} }
+}
 
 // WithRemoveForwarder lets the leader remove itself: see RemoveForwarder.
 func WithRemoveForwarder(f RemoveForwarder) Option { return func(o *options) { o.forwarder = f } }
@@ -92,15 +107,20 @@ type LeadershipEvent struct {
 
 // Node is one director's membership in the Raft group.
 type Node struct {
-	cfg       Config
-	timing    Timing
-	id        raft.ServerID
-	log       *slog.Logger
-	raft      *raft.Raft
-	trans     *contactTransport
-	logs      raft.LogStore
-	tcp       bool
-	gossip    Gossip
+	cfg    Config
+	timing Timing
+	id     raft.ServerID
+	log    *slog.Logger
+	raft   *raft.Raft
+	trans  *contactTransport
+	logs   raft.LogStore
+	tcp    bool
+	gossip Gossip
+	// stream is raft's TLS stream layer; nil over plain TCP or an
+	// injected transport.
+	stream *tlsStreamLayer
+	// encrypted is set when gossip runs with a keyring.
+	encrypted bool
 	forwarder RemoveForwarder
 	// closeStores closes what start opened on disk; nil with injected
 	// stores.
@@ -247,11 +267,20 @@ func (n *Node) start(o options) error {
 			}
 			advAddr = a
 		}
-		t, err := raft.NewTCPTransportWithLogger(n.cfg.RaftBind, advAddr, tcpMaxPool, tcpTimeout, rlog.Named("transport"))
-		if err != nil {
-			return fmt.Errorf("raft transport on %s: %w", n.cfg.RaftBind, err)
+		if o.raftTLS != nil {
+			stream, err := newTLSStreamLayer(n.cfg.RaftBind, advAddr, o.raftTLS.server, o.raftTLS.client, n.log)
+			if err != nil {
+				return fmt.Errorf("raft transport: %w", err)
+			}
+			n.stream = stream
+			trans = raft.NewNetworkTransportWithLogger(stream, tcpMaxPool, tcpTimeout, rlog.Named("transport"))
+		} else {
+			t, err := raft.NewTCPTransportWithLogger(n.cfg.RaftBind, advAddr, tcpMaxPool, tcpTimeout, rlog.Named("transport"))
+			if err != nil {
+				return fmt.Errorf("raft transport on %s: %w", n.cfg.RaftBind, err)
+			}
+			trans = t
 		}
-		trans = t
 		n.tcp = true
 	}
 	ct, err := newContactTransport(trans)
@@ -302,6 +331,10 @@ func (n *Node) start(o options) error {
 		HasState:        hasState,
 		Failback:        n.cfg.failbackKey(),
 	}
+	if o.keyring != nil {
+		n.local.meta.Keys = strings.Join(o.keyring.Fingerprints(), ",")
+		n.encrypted = true
+	}
 	meta, err := n.local.announced().fit()
 	if err != nil {
 		return err
@@ -315,6 +348,7 @@ func (n *Node) start(o options) error {
 	} else {
 		g, err := startMemberlist(gossipOptions{
 			name: n.cfg.NodeID, bind: n.cfg.GossipBind, advertise: n.cfg.GossipAdvertise, timing: n.timing,
+			keyring: o.keyring,
 		}, meta, n.cfg.Join, n.log)
 		if err != nil {
 			return err

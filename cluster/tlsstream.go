@@ -1,0 +1,174 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
+
+// tlsHandshakeTimeout bounds a raft peer's TLS handshake, so a client that
+// connects and says nothing cannot hold a goroutine.
+const tlsHandshakeTimeout = 10 * time.Second
+
+// tlsStreamLayer is a raft.StreamLayer that speaks mutual TLS. Accept
+// returns only connections whose handshake completed, i.e. whose peer
+// presented a certificate the server configuration verified: raft never
+// reads a byte from anyone else. Refusals are logged with the remote
+// address and the reason, because a director that cannot join is
+// otherwise a silent mystery.
+type tlsStreamLayer struct {
+	ln     net.Listener
+	adv    net.Addr
+	server *tls.Config
+	client *tls.Config
+	log    *slog.Logger
+
+	conns chan net.Conn
+	ctx   context.Context
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+}
+
+// newTLSStreamLayer listens on bind. adv, when not nil, is the address
+// announced to peers; otherwise the listener's address is.
+func newTLSStreamLayer(bind string, adv net.Addr, server, client *tls.Config, log *slog.Logger) (*tlsStreamLayer, error) {
+	if server == nil || client == nil {
+		return nil, errors.New("raft TLS: both a server and a client configuration are required")
+	}
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("raft listener on %s: %w", bind, err)
+	}
+	if adv == nil {
+		adv = ln.Addr()
+		if tcp, ok := adv.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+			ln.Close()
+			return nil, fmt.Errorf("raft listener on %s: %w", bind, errNotAdvertisable)
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s := &tlsStreamLayer{ln: ln, adv: adv, server: server, client: client, log: log.With("component", "raft-tls"),
+		conns: make(chan net.Conn), ctx: ctx, stop: stop}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// errNotAdvertisable mirrors raft's own check on its TCP transport.
+var errNotAdvertisable = errors.New("local bind address is not advertisable: set raft_advertise")
+
+func (s *tlsStreamLayer) acceptLoop() {
+	defer s.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		raw, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("accept raft connection", "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		s.wg.Add(1)
+		go s.handshake(raw)
+	}
+}
+
+func (s *tlsStreamLayer) handshake(raw net.Conn) {
+	defer s.wg.Done()
+	tc := tls.Server(raw, s.server)
+	ctx, cancel := context.WithTimeout(s.ctx, tlsHandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		if s.ctx.Err() == nil {
+			s.log.Warn("refused raft connection: TLS handshake failed", "remote", raw.RemoteAddr().String(), "reason", err.Error())
+		}
+		tc.Close()
+		return
+	}
+	select {
+	case s.conns <- tc:
+	case <-s.ctx.Done():
+		tc.Close()
+	}
+}
+
+// Accept implements net.Listener for raft's NetworkTransport.
+func (s *tlsStreamLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.conns:
+		return c, nil
+	case <-s.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and waits for handshakes in flight.
+func (s *tlsStreamLayer) Close() error {
+	s.stop()
+	err := s.ln.Close()
+	s.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Addr is the address announced to peers.
+func (s *tlsStreamLayer) Addr() net.Addr { return s.adv }
+
+// Dial connects to a raft peer and completes the handshake within
+// timeout. A peer whose certificate the cluster CA did not issue is
+// refused here and logged.
+func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	tc, err := tls.DialWithDialer(d, "tcp", string(address), s.client)
+	if err != nil {
+		var certErr *tls.CertificateVerificationError
+		if errors.As(err, &certErr) {
+			s.log.Warn("refused raft peer: its certificate does not verify", "remote", string(address), "reason", err.Error())
+		}
+		return nil, fmt.Errorf("dial raft peer %s over TLS: %w", address, err)
+	}
+	return tc, nil
+}
+
+// peerCheckTimeout bounds checkPeerCertificate's handshake.
+const peerCheckTimeout = 5 * time.Second
+
+// checkPeerCertificate dials addr over raft's TLS and reports whether the
+// peer's certificate fails verification, so a server from another CA is
+// refused before it enters the raft configuration, even as a non-voter.
+// Any other failure (the peer is down) is left to the caller's contact
+// checks and returns nil. Without TLS there is nothing to check.
+func (n *Node) checkPeerCertificate(addr string) error {
+	if n.stream == nil {
+		return nil
+	}
+	conn, err := n.stream.Dial(raft.ServerAddress(addr), peerCheckTimeout)
+	if err != nil {
+		var certErr *tls.CertificateVerificationError
+		if errors.As(err, &certErr) {
+			return err
+		}
+		return nil
+	}
+	return conn.Close()
+}
