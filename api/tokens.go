@@ -22,6 +22,12 @@ const (
 	EnvTokenFile = "DIRECTORATE_TOKEN_FILE"
 )
 
+// DirectorServerName is the DNS name every director certificate that
+// `clusterd tls init` issues carries. Clients verify a director's API
+// certificate against it rather than against the address they dialled, so
+// directors need no certificate per IP address.
+const DirectorServerName = "director.directorate"
+
 // TokenInfo describes an API token. It never carries the secret.
 type TokenInfo struct {
 	ID          string    `json:"id"`

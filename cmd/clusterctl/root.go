@@ -52,6 +52,7 @@ type app struct {
 	output     string
 	timeout    time.Duration
 	consistent bool
+	creds      credentials
 }
 
 // usageError marks a mistake in the command line, caught before or instead
@@ -203,6 +204,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "how long to wait for each answer, including a write's commit (0: no limit)")
 	pf.BoolVar(&a.consistent, "consistent", false, "have reads answered by the leader, reflecting every acknowledged change")
+	a.addCredentialFlags(pf)
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
@@ -214,6 +216,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.leaderCmd(),
 		a.snapshotCmd(),
 		a.ipvsCmd(),
+		a.tokenCmd(),
 	)
 	return root
 }
@@ -224,11 +227,23 @@ func (a *app) client() (*api.Client, error) {
 }
 
 func (a *app) clientWithTimeout(timeout time.Duration) (*api.Client, error) {
-	c, err := api.New(a.addr,
+	return a.clientAt(a.addr, timeout)
+}
+
+// clientAt returns an API client of the director at addr, with the
+// credentials of the command line.
+func (a *app) clientAt(addr string, timeout time.Duration) (*api.Client, error) {
+	opts := []api.Option{
 		api.WithTimeout(timeout),
-		api.WithUserAgent("clusterctl/"+a.env.Version),
-		api.WithUnreachableHint("is it running? set --addr or "+addrEnv),
-	)
+		api.WithUserAgent("clusterctl/" + a.env.Version),
+		api.WithUnreachableHint("is it running? set --addr or " + addrEnv),
+	}
+	a.creds.withEnvToken(a.env.Getenv)
+	secOpts, addr, err := a.creds.options(addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := api.New(addr, append(opts, secOpts...)...)
 	if err != nil {
 		return nil, usagef("--addr: %w", err)
 	}
