@@ -54,6 +54,8 @@ type server struct {
 	// talk to each other directly.
 	proxy http.RoundTripper
 	sec   security
+	// keys serves the gossip keyring endpoints; nil in insecure mode.
+	keys keyringSource
 }
 
 // security is how the API authenticates callers and reaches the leader.
@@ -83,6 +85,7 @@ func newServer(node string, f *fsm.FSM, c consensus, r ipvsReporter, log *slog.L
 func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
 	s.registerTokenRoutes(mux)
+	s.registerKeyringRoutes(mux)
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("GET /v1/vips", s.read(s.listVIPs))
 	mux.HandleFunc("POST /v1/vips", s.write(s.addVIP))
@@ -571,11 +574,13 @@ func (s *server) deleteServer(r *http.Request) (fsm.Command, error) {
 	return fsm.DeleteServer{Service: r.PathValue("name"), Address: ap.Addr(), Port: int(ap.Port())}, nil
 }
 
-// snapshot is the configuration without the token table: credentials are
-// not configuration, and a restore refuses them (see fsm.ReplaceState).
+// snapshot is the configuration without the token table and the gossip
+// keyring: credentials are not configuration, a read token must not hand
+// out gossip keys, and a restore refuses both (see fsm.ReplaceState).
 func (s *server) snapshot(_ *http.Request, st *fsm.State) (any, error) {
 	cfg := *st
 	cfg.Tokens = nil
+	cfg.Keyring = nil
 	return json.RawMessage(mustJSON(&cfg)), nil
 }
 
