@@ -69,10 +69,17 @@ func (k *Keyring) Clone() *Keyring {
 }
 
 // InstallKey adds a gossip key that directors accept but do not yet send
-// with. The first key installed into an empty keyring becomes the
-// primary.
+// with.
+//
+// Until the first install the keyring is not replicated: every director
+// runs with the key of its gossip_key_file. The proposer then sends that
+// key as Current, and it becomes the keyring's primary next to the new
+// key, so no director stops encrypting with the key the others expect.
+// Without Current the first key installed becomes the primary. Current
+// is ignored once the keyring exists.
 type InstallKey struct {
-	Key []byte `json:"key"`
+	Key     []byte `json:"key"`
+	Current []byte `json:"current,omitempty"`
 }
 
 // UseKey makes an installed key, named by its fingerprint, the primary.
@@ -117,7 +124,16 @@ func (s *store) installKey(c InstallKey) (func(), error) {
 	}
 	fp := KeyFingerprint(c.Key)
 	k := s.state.Keyring
-	if k.find(fp) >= 0 {
+	var seed []byte
+	if k == nil && c.Current != nil {
+		if len(c.Current) != GossipKeyLen {
+			return nil, invalid("keyring.current", "is %d bytes; a gossip key is %d bytes (AES-256-GCM)", len(c.Current), GossipKeyLen)
+		}
+		if !bytes.Equal(c.Current, c.Key) {
+			seed = bytes.Clone(c.Current)
+		}
+	}
+	if k.find(fp) >= 0 || seed == nil && k == nil && c.Current != nil {
 		return nil, conflict("keyring.key", "key %s is already installed", fp)
 	}
 	if k != nil && len(k.Keys) >= MaxGossipKeys {
@@ -127,6 +143,9 @@ func (s *store) installKey(c InstallKey) (func(), error) {
 	return func() {
 		if s.state.Keyring == nil {
 			s.state.Keyring = &Keyring{Primary: fp}
+			if seed != nil {
+				s.state.Keyring = &Keyring{Primary: KeyFingerprint(seed), Keys: [][]byte{seed}}
+			}
 		}
 		s.state.Keyring.Keys = append(s.state.Keyring.Keys, key)
 	}, nil

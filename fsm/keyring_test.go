@@ -50,6 +50,27 @@ func TestKeyringRefusals(t *testing.T) {
 	})
 }
 
+func TestKeyringFirstInstallKeepsTheCurrentKey(t *testing.T) {
+	h := newHarness(t)
+	file, next := gkey(1), gkey(2)
+	h.refuse(InstallKey{Key: file, Current: file}, "keyring.key", ErrConflict)
+	h.refuse(InstallKey{Key: next, Current: []byte("short")}, "keyring.current", ErrInvalid)
+	h.mustApply(InstallKey{Key: next, Current: file})
+	h.f.Read(func(s *State) {
+		k := s.Keyring
+		if k.Primary != KeyFingerprint(file) || len(k.Keys) != 2 || !bytes.Equal(k.Keys[1], next) {
+			t.Fatalf("the key gossip runs with must stay primary: %+v", k)
+		}
+	})
+	// Once the keyring exists, Current changes nothing.
+	h.mustApply(InstallKey{Key: gkey(3), Current: gkey(4)})
+	h.f.Read(func(s *State) {
+		if len(s.Keyring.Keys) != 3 || s.Keyring.find(KeyFingerprint(gkey(4))) >= 0 {
+			t.Fatalf("current was used on a replicated keyring: %+v", s.Keyring)
+		}
+	})
+}
+
 func TestKeyringBeforeAnyKey(t *testing.T) {
 	h := newHarness(t)
 	h.refuse(UseKey{Fingerprint: KeyFingerprint(gkey(1))}, "keyring.fingerprint", ErrNotFound)

@@ -151,12 +151,21 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("hooks: %w", err)
 	}
 	defer runner.Close()
-	node, err := cluster.New(cfg.clusterConfig(version), f,
-		cluster.WithLogger(log), cluster.WithRemoveForwarder(forwardRemove(cfg.APITimeout, apiSec.ClientTLS)))
+	transport, ring, err := transportOptions(cfg)
+	if err != nil {
+		return err
+	}
+	node, err := cluster.New(cfg.clusterConfig(version), f, append([]cluster.Option{
+		cluster.WithLogger(log), cluster.WithRemoveForwarder(forwardRemove(cfg.APITimeout, apiSec.ClientTLS))}, transport...)...)
 	if err != nil {
 		return fmt.Errorf("start cluster node: %w", err)
 	}
 	d.node = node
+	var keys *keyringApplier
+	if ring != nil {
+		keys = newKeyringApplier(f, cfg.DataDir, *ring, log)
+		keys.bind(node)
+	}
 	lease.set(node)
 	d.duties = &duties{node: cfg.NodeID, log: log, fsm: f, vips: vips, lease: node, watchdog: wd, hooks: runner,
 		fence: fence, interval: renew, leaseTimeout: timing.LeaderLeaseTimeout,
@@ -176,6 +185,9 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer closePinger()
 
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout, apiSec)
+	if keys != nil {
+		srv.keys = keys
+	}
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: apiErrorLog(log)}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -187,6 +199,10 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); d.reconcileLoop(loopCtx) }()
 	go func() { defer wg.Done(); d.leadershipLoop(loopCtx) }()
+	if keys != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); keys.run(loopCtx) }()
+	}
 	if ipf != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); ipf.run(loopCtx) }()
