@@ -217,6 +217,7 @@ func (a *app) rootCmd() *cobra.Command {
 		a.snapshotCmd(),
 		a.ipvsCmd(),
 		a.tokenCmd(),
+		a.keyringCmd(),
 	)
 	return root
 }
