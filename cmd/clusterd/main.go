@@ -25,6 +25,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "tls" {
+		return runTLS(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("clusterd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "run with the YAML configuration `file`")
@@ -36,7 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "override data_dir")
 	logLevel := fs.String("log-level", "", "override log.level (debug, info, warn, error)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: clusterd -config FILE\n       clusterd -check-config FILE\n       clusterd -print-timing [-config FILE] [-members N]\n\n")
+		fmt.Fprintf(stderr, "Usage: clusterd -config FILE\n       clusterd -check-config FILE\n       clusterd tls init -dir DIR -nodes d1,d2,d3\n       clusterd -print-timing [-config FILE] [-members N]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

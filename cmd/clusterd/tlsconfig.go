@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/directorate/directorate/api"
 )
 
 // directorName is the DNS name every director certificate carries. Raft
@@ -16,7 +18,7 @@ import (
 // client (clusterctl) cannot be used to join the Raft group; directors
 // dial each other's raft and API with it as the server name, so the
 // certificates need no IP SANs for director-to-director traffic.
-const directorName = "director.directorate"
+const directorName = api.DirectorServerName
 
 // gossipKeyLen is the length of a memberlist key for AES-256-GCM.
 const gossipKeyLen = 32
