@@ -325,7 +325,7 @@ func toAPIError(err error) *api.Error {
 			Message: err.Error() + "; retry"}
 	case errors.Is(err, cluster.ErrWouldLoseQuorum), errors.Is(err, cluster.ErrLastVoter),
 		errors.Is(err, cluster.ErrMemberExists), errors.Is(err, cluster.ErrChangeInProgress),
-		errors.Is(err, cluster.ErrLeaderRemoval):
+		errors.Is(err, cluster.ErrLeaderRemoval), errors.Is(err, cluster.ErrUntrustedPeer):
 		return &api.Error{Code: api.CodeRefused, Status: http.StatusConflict, Message: err.Error()}
 	case errors.Is(err, cluster.ErrUnknownMember):
 		return &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound, Message: err.Error()}
