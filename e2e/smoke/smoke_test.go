@@ -30,6 +30,29 @@ type director struct {
 type cluster struct {
 	t         *testing.T
 	directors []*director
+	// pki is the directory `clusterd tls init` wrote the cluster's
+	// certificates, gossip key and bootstrap token to.
+	pki string
+	// env is clusterctl's environment: the CA, a client certificate and
+	// the bootstrap operator token.
+	env []string
+}
+
+// tlsInit runs `clusterd tls init` for ids into dir, as an operator sets
+// up a cluster.
+func tlsInit(t *testing.T, dir string, ids []string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(*binDir, "clusterd"), "tls", "init", "-dir", dir, "-nodes", strings.Join(ids, ",")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("clusterd tls init: %v\n%s", err, out)
+	}
+}
+
+// securityConfig is the configuration block tls init printed for id.
+func securityConfig(pki, id string) string {
+	return fmt.Sprintf("tls: {ca: %s, cert: %s, key: %s}\ngossip_key_file: %s\nbootstrap_token_file: %s\n",
+		filepath.Join(pki, "ca.pem"), filepath.Join(pki, id+".pem"), filepath.Join(pki, id+"-key.pem"),
+		filepath.Join(pki, "gossip.key"), filepath.Join(pki, "bootstrap-token"))
 }
 
 func freePort(t *testing.T, host string) int {
@@ -49,6 +72,15 @@ func newCluster(t *testing.T, n int) *cluster {
 	}
 	c := &cluster{t: t}
 	root := t.TempDir()
+	// The suite runs in secure mode, set up as the docs say: tls init.
+	c.pki = filepath.Join(root, "pki")
+	var ids []string
+	for i := range n {
+		ids = append(ids, fmt.Sprintf("d%d", i+1))
+	}
+	tlsInit(t, c.pki, ids)
+	c.env = []string{"DIRECTORATE_CA=" + filepath.Join(c.pki, "ca.pem"), "DIRECTORATE_CERT=" + filepath.Join(c.pki, "clusterctl.pem"),
+		"DIRECTORATE_KEY=" + filepath.Join(c.pki, "clusterctl-key.pem"), "DIRECTORATE_TOKEN_FILE=" + filepath.Join(c.pki, "bootstrap-token")}
 	var gossip []string
 	type addrs struct{ raft, gossip, api string }
 	all := make([]addrs, n)
@@ -92,9 +124,8 @@ hooks:
   on_leader: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_TERM $DIRECTORATE_VIPS" >> %s']
 log:
   level: debug
-insecure: true
-`, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "),
-			filepath.Join(d.dir, "watchdog"), filepath.Join(d.dir, "hooks.log"))
+%s`, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "),
+			filepath.Join(d.dir, "watchdog"), filepath.Join(d.dir, "hooks.log"), securityConfig(c.pki, d.id))
 		if err := os.WriteFile(filepath.Join(d.dir, "watchdog"), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +198,15 @@ func (c *cluster) stop(d *director) {
 // exit code.
 func (c *cluster) ctl(d *director, args ...string) (string, string, int) {
 	c.t.Helper()
+	return c.ctlEnv(d, c.env, args...)
+}
+
+// ctlEnv runs clusterctl with the environment env instead of the
+// cluster's credentials.
+func (c *cluster) ctlEnv(d *director, env []string, args ...string) (string, string, int) {
+	c.t.Helper()
 	cmd := exec.Command(filepath.Join(*binDir, "clusterctl"), append([]string{"--addr", d.api}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
