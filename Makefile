@@ -11,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e/smoke')
 VM_TIMEOUT ?= 15m
 
-.PHONY: all build test unit smoke kernel-test vm-deps lint bench bench-kernel demo deps clean
+.PHONY: all build test unit smoke kernel-test vm-deps lint vulncheck fuzz bench bench-kernel demo deps clean
 
 all: build
 
@@ -45,13 +45,31 @@ kernel-test: vm-deps $(BIN)/vmrun
 	$(BIN)/vmrun -timeout $(VM_TIMEOUT) -e DIRECTORATE_IPVS_TEST=1 -- \
 	  $(CURDIR)/$(BIN)/lvs.test -test.v -test.count=1 -test.run 'Kernel'
 
-test: deps lint unit smoke netns kernel-test
+test: deps lint unit fuzz smoke netns kernel-test
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	@$(MAKE) --no-print-directory vulncheck
+
+# vulncheck runs govulncheck; see .ci/govulncheck.sh for where its database
+# comes from on machines that reach only the Go module proxy.
+vulncheck:
+	GO=$(GO) bash .ci/govulncheck.sh
+
+# fuzz runs every native fuzzer for FUZZTIME each (their committed seed
+# corpora, under testdata/fuzz, also run in `make unit`). One worker each
+# keeps a shared machine usable.
+FUZZTIME ?= 10s
+FUZZERS = ./fsm:FuzzApply ./cmd/clusterd:FuzzParseConfig ./cmd/clusterd:FuzzAPIRequest \
+	./vip:FuzzParseARP ./vip:FuzzParseNA
+fuzz:
+	@set -e; for f in $(FUZZERS); do \
+	  pkg=$${f%%:*}; name=$${f##*:}; echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg; \
+	done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./fsm/ ./lvs/ ./cluster/
