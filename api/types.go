@@ -23,6 +23,16 @@
 //	GET    /v1/snapshot                            fsm.State
 //	POST   /v1/snapshot                            fsm.State (restore)
 //	GET    /v1/ipvs                                IPVSReport
+//	GET    /v1/tokens                              []TokenInfo (operator)
+//	POST   /v1/tokens                              TokenCreate -> NewToken
+//	DELETE /v1/tokens/{id}
+//	POST   /v1/tokens/bootstrap                    TokenCreate -> NewToken (client certificate, no token)
+//
+// Every request carries "Authorization: Bearer ID.SECRET" unless the
+// directors run with insecure: true. GETs need a token of role read or
+// operator; everything else, and GET /v1/tokens, needs operator. A missing
+// or bad token is answered 401, a role that is not enough 403, both with
+// Code CodeDenied.
 //
 // {addrport} is fsm.ServerKey, path-escaped. The GETs of the replicated
 // state and of /v1/members accept ?consistent (or ?consistent=true), which
