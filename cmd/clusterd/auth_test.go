@@ -406,13 +406,16 @@ func TestBootstrapToken(t *testing.T) {
 		t.Fatal("refused bootstraps changed the state")
 	}
 	hc := p.httpClient(p.client)
-	r := doAs(t, hc, "POST", url, "", map[string]any{"description": "first"})
-	if r.status != 200 {
-		t.Fatalf("bootstrap: %d %+v", r.status, r.err)
+	cli, err := api.New(d.url, api.WithTLSConfig(&tls.Config{RootCAs: p.pool, ServerName: directorName, Certificates: []tls.Certificate{p.client}}))
+	if err != nil {
+		t.Fatal(err)
 	}
-	var nt api.NewToken
-	if err := json.Unmarshal(r.body.Data, &nt); err != nil || nt.Role != "operator" {
-		t.Fatalf("bootstrap answer %s: %v", r.body.Data, err)
+	nt, _, err := cli.BootstrapToken(context.Background(), "first")
+	if err != nil || nt.Role != "operator" || nt.Description != "first" || !strings.HasPrefix(nt.Token, nt.ID+".") {
+		t.Fatalf("bootstrap: %+v %v", nt, err)
+	}
+	if d.log.Count("token created", "bootstrap=true", `by="client certificate \"clusterctl\"`) != 1 {
+		t.Error("the bootstrap was not logged with the certificate that asked for it")
 	}
 	if r := doAs(t, hc, "GET", d.url+"/v1/tokens", nt.Token, nil); r.status != 200 {
 		t.Fatalf("the bootstrap token does not work: %d %+v", r.status, r.err)
