@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -517,5 +518,56 @@ func TestForwardRemoveCarriesToken(t *testing.T) {
 	}
 	if got := d.raft.recorded(); len(got) != 1 || got[0] != "remove d3 force=true" {
 		t.Fatalf("calls %v", got)
+	}
+}
+
+// TestBootstrapTokenFileSetting: the setting is refused with insecure:
+// true, and -check-config reads the file.
+func TestBootstrapTokenFileSetting(t *testing.T) {
+	if _, err := parseConfig([]byte(minimalConfig)); err != nil {
+		t.Fatalf("secure config with bootstrap_token_file: %v", err)
+	}
+	insecure := strings.Split(minimalConfig, "tls:")[0] + "insecure: true\nbootstrap_token_file: /x\n"
+	if _, err := parseConfig([]byte(insecure)); err == nil || !strings.Contains(err.Error(), "bootstrap_token_file: must be empty with insecure: true") {
+		t.Fatalf("insecure with a bootstrap token file: %v", err)
+	}
+
+	dir := t.TempDir()
+	ca, caIss, err := pki.NewCA("check CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := ca.Issue(pki.Request{CommonName: "d1", DNSNames: []string{directorName}, Server: true, Client: true, ValidFor: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"ca.pem": caIss.CertPEM, "d1.pem": iss.CertPEM, "d1-key.pem": iss.KeyPEM,
+		"gossip.key": []byte(strings.Repeat("A", 43) + "=\n"), "token": []byte("short.secret\n")}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fmt.Sprintf("node_id: d1\ndata_dir: %[1]s/data\nraft_addr: 127.0.0.1:7901\ngossip_addr: 127.0.0.1:7946\napi_addr: 127.0.0.1:7950\n"+
+		"bootstrap_expect: 1\ntls: {ca: %[1]s/ca.pem, cert: %[1]s/d1.pem, key: %[1]s/d1-key.pem}\ngossip_key_file: %[1]s/gossip.key\n"+
+		"bootstrap_token_file: %[1]s/token\n", dir)
+	path := filepath.Join(dir, "clusterd.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"-check-config", path}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "bootstrap_token_file") {
+		t.Fatalf("-check-config with a bad token file: exit %d, %s", code, errb.String())
+	}
+	if _, err := writeBootstrapTokenFile(filepath.Join(dir, "good")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfg, dir+"/token", dir+"/good")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"-check-config", path}, &out, &errb); code != 0 {
+		t.Fatalf("-check-config with a good token file: exit %d, %s", code, errb.String())
 	}
 }

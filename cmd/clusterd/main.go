@@ -68,6 +68,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := cfg.checkSecurityFiles(); err != nil {
 			return fail(fmt.Errorf("config %s: %w", *checkPath, err))
 		}
+		if cfg.BootstrapTokenFile != "" {
+			if _, err := loadBootstrapToken(cfg.BootstrapTokenFile); err != nil {
+				return fail(fmt.Errorf("config %s: %w", *checkPath, err))
+			}
+		}
 		fmt.Fprintf(stdout, "%s: OK (node %s, bootstrap_expect %d, lvs backend %s)\n", *checkPath, cfg.NodeID, cfg.BootstrapExpect, cfg.LVS.Backend)
 		return 0
 	case *printTiming:
