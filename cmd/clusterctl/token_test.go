@@ -20,13 +20,12 @@ import (
 // secureAPI is an HTTPS endpoint that answers the token routes and
 // records the credentials each request carried.
 type secureAPI struct {
-	srv              *httptest.Server
-	dir              string
-	ca, cert, key    string
-	mu               sync.Mutex
-	auth             []string
-	certs            []bool
-	bootstrapWithout bool
+	srv           *httptest.Server
+	dir           string
+	ca, cert, key string
+	mu            sync.Mutex
+	auth          []string
+	certs         []bool
 }
 
 func newSecureAPI(t *testing.T) *secureAPI {
