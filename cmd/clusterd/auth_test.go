@@ -35,7 +35,7 @@ type testPKI struct {
 	rogue  tls.Certificate
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
 	ca, caIss, err := pki.NewCA("test cluster CA", time.Hour)
