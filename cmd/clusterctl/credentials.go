@@ -28,7 +28,7 @@ func (a *app) addCredentialFlags(pf *pflag.FlagSet) {
 	pf.StringVar(&c.cert, "cert", env(api.EnvCert), "client certificate `file` (PEM) from the cluster CA, for token bootstrap; $"+api.EnvCert)
 	pf.StringVar(&c.key, "key", env(api.EnvKey), "private key `file` of --cert; $"+api.EnvKey)
 	pf.StringVar(&c.token, "token", "", "API token ID.SECRET; prefer $"+api.EnvToken+" or --token-file, which ps does not show")
-	pf.StringVar(&c.tokenFile, "token-file", env(api.EnvTokenFile), "`file` holding the API token; $"+api.EnvTokenFile)
+	pf.StringVar(&c.tokenFile, "token-file", "", "`file` holding the API token; $"+api.EnvTokenFile+" sets the default")
 	pf.StringVar(&c.serverName, "tls-server-name", api.DirectorServerName,
 		"name the director's certificate must carry (empty: the --addr host)")
 }
@@ -78,7 +78,8 @@ func (c *credentials) options(addr string) ([]api.Option, string, error) {
 	return append(opts, api.WithTLSConfig(cfg)), addr, nil
 }
 
-// resolveToken picks --token, then --token-file, then $DIRECTORATE_TOKEN.
+// resolveToken picks --token or --token-file, then (withEnvToken)
+// $DIRECTORATE_TOKEN_FILE, then $DIRECTORATE_TOKEN.
 func (c *credentials) resolveToken() (string, error) {
 	if c.token != "" && c.tokenFile != "" {
 		return "", usagef("--token and --token-file: give one or the other")
@@ -100,10 +101,14 @@ func (c *credentials) resolveToken() (string, error) {
 	return "", nil
 }
 
-// withEnvToken fills the token from the environment; it is a separate
+// withEnvToken fills the token from the environment when neither flag
+// gave one, so a flag always wins over the environment. It is a separate
 // step so --token's help does not print the secret as its default.
 func (c *credentials) withEnvToken(getenv func(string) string) {
-	if c.token == "" && c.tokenFile == "" {
+	if c.token != "" || c.tokenFile != "" {
+		return
+	}
+	if c.tokenFile = getenv(api.EnvTokenFile); c.tokenFile == "" {
 		c.token = getenv(api.EnvToken)
 	}
 }

@@ -124,6 +124,12 @@ func TestTokenCommandsOverTLS(t *testing.T) {
 	}
 	wantExit(t, runEnv(t, e, "token", "revoke", "abc"), 0)
 	wantExit(t, runEnv(t, e, "token", "create", "--role", "admin"), exitUsage, "not a role")
+	// A flag wins over the environment, even over $DIRECTORATE_TOKEN_FILE.
+	ef := env{Version: "test", Getenv: func(k string) string {
+		return map[string]string{api.EnvCA: s.ca, api.EnvTokenFile: filepath.Join(s.dir, "missing"), addrEnv: s.hostPort()}[k]
+	}}
+	wantExit(t, runEnv(t, ef, "--token", "ops.s3cret", "token", "ls"), 0)
+	wantExit(t, runEnv(t, ef, "token", "ls"), exitUsage, "missing")
 	// A missing or wrong token is the server's refusal, exit 1.
 	wantExit(t, runEnv(t, env{Version: "test"}, append(base, "token", "ls")...), exitFailure, "missing API token")
 	// Bootstrap needs the client certificate.

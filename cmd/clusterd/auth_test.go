@@ -265,9 +265,12 @@ func TestAuthorization(t *testing.T) {
 			t.Fatalf("a secret was logged: %s", line)
 		}
 	}
-	// An operator token passes.
+	// An operator token passes, and the commit names it.
 	if r := doAs(t, hc, "PATCH", d.url+"/v1/services/web", op, map[string]any{"scheduler": "rr"}); r.status != 200 {
 		t.Fatalf("operator PATCH: %d %+v", r.status, r.err)
+	}
+	if d.log.Count("committed", "cmd=service.update", "token=ops") != 1 {
+		t.Error("the commit does not name the token that made it")
 	}
 	// Plain HTTP to the HTTPS port is refused by the server.
 	resp, err := http.Get(strings.Replace(d.url, "https://", "http://", 1) + "/v1/status")

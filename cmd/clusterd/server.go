@@ -141,7 +141,12 @@ func (s *server) write(m mutation) http.HandlerFunc {
 			s.fail(w, r, err)
 			return
 		}
-		s.log.Info("committed", "cmd", cmd.Type(), "index", idx, "remote", r.RemoteAddr)
+		attrs := []any{"cmd", cmd.Type(), "index", idx, "remote", r.RemoteAddr}
+		if p, ok := principalFrom(r.Context()); ok {
+			// Who changed what: the audit trail of the configuration.
+			attrs = append(attrs, "token", p.TokenID)
+		}
+		s.log.Info("committed", attrs...)
 		s.reply(w, http.StatusOK, idx, nil)
 	})
 }
