@@ -191,6 +191,10 @@ var endpoints = []struct {
 	{"GET", "/v1/tokens", nil},
 	{"POST", "/v1/tokens", map[string]any{"role": "read"}},
 	{"DELETE", "/v1/tokens/ro", nil},
+	{"GET", "/v1/keyring", nil},
+	{"POST", "/v1/keyring", map[string]any{"key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}},
+	{"PUT", "/v1/keyring/primary", map[string]any{"fingerprint": "0011223344556677"}},
+	{"DELETE", "/v1/keyring/0011223344556677", nil},
 	{"GET", "/v1/nonexistent", nil},
 	{"PUT", "/v1/vips", nil},
 }
