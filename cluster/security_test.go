@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/directorate/directorate/fsm"
 	"github.com/directorate/directorate/internal/pki"
+	"github.com/hashicorp/raft"
 )
 
 // testDirectorName stands in for clusterd's director certificate name.
@@ -329,5 +331,62 @@ func TestGossipKeyringRefusesBadKeys(t *testing.T) {
 	}
 	if !strings.Contains(GossipKeyring{Primary: gossipKey(1), Keys: [][]byte{gossipKey(2), gossipKey(1)}}.Fingerprints()[0], fsm.KeyFingerprint(gossipKey(1))) {
 		t.Error("the primary's fingerprint is not listed first")
+	}
+}
+
+// TestTLSStreamLayerSilentClient: a client that connects and never speaks
+// holds up neither other peers' connections nor Close.
+func TestTLSStreamLayerSilentClient(t *testing.T) {
+	logs := newLogSink(t)
+	ca := newTestCA(t, "cluster CA")
+	o := &options{}
+	ca.raftTLSFor(t, "d1")(o)
+	s, err := newTLSStreamLayer("127.0.0.1:0", nil, o.raftTLS.server, o.raftTLS.client, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := s.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	co := &options{}
+	ca.raftTLSFor(t, "d2")(co)
+	peer := &tlsStreamLayer{client: co.raftTLS.client, log: logs.logger()}
+	conn, err := peer.Dial(raft.ServerAddress(s.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The handshake completes on the server side once the client writes.
+	if _, err := conn.Write([]byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("a silent client held up a director's connection")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for the silent client's handshake")
+	}
+	if _, err := s.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close: %v", err)
 	}
 }
