@@ -83,7 +83,9 @@ func (s *server) issueToken(w http.ResponseWriter, r *http.Request, req api.Toke
 		s.fail(w, r, err)
 		return
 	}
-	by := "token"
+	// Without a principal the API runs with insecure: true and nobody
+	// was authenticated.
+	by := "nobody (insecure: true)"
 	if p, ok := principalFrom(r.Context()); ok {
 		by = p.TokenID
 	}
