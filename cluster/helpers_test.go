@@ -134,6 +134,10 @@ type fakeGossip struct {
 	state   string
 	sets    int // SetMeta calls
 	changed chan struct{}
+	// data receives user data (health views); muted drops what this
+	// member sends.
+	data  dataDelegate
+	muted bool
 }
 
 var _ GossipEvents = (*fakeGossip)(nil)
