@@ -43,6 +43,13 @@ func touched(cmd Command) (services []string, full bool) {
 		return []string{c.Service}, false
 	case DeleteServer:
 		return []string{c.Service}, false
+	case SetHealth:
+		services = make([]string, 0, len(c.Updates))
+		for _, u := range c.Updates {
+			services = append(services, u.Service)
+		}
+		slices.Sort(services)
+		return slices.Compact(services), false
 	}
 	return nil, true
 }

@@ -93,6 +93,8 @@ func Decode(data []byte) (Command, error) {
 		return decodePayload[DeleteServer](env)
 	case TypeReplaceState:
 		return decodePayload[ReplaceState](env)
+	case TypeSetHealth:
+		return decodePayload[SetHealth](env)
 	}
 	return nil, fmt.Errorf("command type %q is unknown to this director (command version %d): upgrade this director: %w",
 		env.Type, CommandVersion, ErrUnsupportedCommand)
@@ -132,7 +134,7 @@ func strictUnmarshal(data []byte, v any) error {
 func normalize(cmd Command) (Command, error) {
 	switch c := cmd.(type) {
 	case AddVIP, DeleteVIP, AddService, UpdateService, DeleteService,
-		AddServer, UpdateServer, DeleteServer, ReplaceState:
+		AddServer, UpdateServer, DeleteServer, ReplaceState, SetHealth:
 		return c, nil
 	case *AddVIP:
 		return derefCommand(c)
@@ -151,6 +153,8 @@ func normalize(cmd Command) (Command, error) {
 	case *DeleteServer:
 		return derefCommand(c)
 	case *ReplaceState:
+		return derefCommand(c)
+	case *SetHealth:
 		return derefCommand(c)
 	case nil:
 		return nil, &FieldError{Field: "command", Reason: "missing", Kind: ErrInvalid}

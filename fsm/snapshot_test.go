@@ -25,18 +25,32 @@ func richState(t testing.TB) *State {
 		Services: map[string]*Service{
 			"web": {Name: "web", VIP: "v4", Protocol: TCP, Port: 80, Family: IPv4, Scheduler: "sh",
 				SchedFlags: SchedFlags{SHFallback: true, SHPort: true}, Persistence: &Persistence{Timeout: 300, PrefixLen: 24}, Method: NAT,
+				Check: &CheckConfig{Kind: CheckHTTPS, Port: 8443, Interval: Duration(3 * time.Second), Timeout: Duration(1500 * time.Millisecond),
+					Jitter: Duration(200 * time.Millisecond), Rise: 2, Fall: 3, Path: "/healthz", Host: "www.example.com",
+					ExpectStatus: "200-299,301", BodyRegex: "ok|healthy", TLSVerify: true, ServerName: "www.example.com"},
+				DownAction: DownRemove, Quorum: 10, QuorumHysteresis: 2,
+				Sorry: &SorryServer{Address: addr("10.0.0.99"), Port: 8080, Method: NAT},
+				// 10.0.0.1 is down and the other is drained: no healthy weight.
+				QuorumLost: true,
 				Servers: servers(
-					RealServer{Address: addr("10.0.0.1"), Port: 8080, Method: NAT, Weight: 10, UpperThreshold: 1000, LowerThreshold: 800, Admin: Enabled},
+					RealServer{Address: addr("10.0.0.1"), Port: 8080, Method: NAT, Weight: 10, UpperThreshold: 1000, LowerThreshold: 800, Admin: Enabled,
+						Health: &Health{State: HealthDown, Index: 40, Views: map[string]string{"d1": HealthDown, "d2": HealthDown, "d3": HealthUnknown}}},
 					RealServer{Address: addr("2001:db8:1::1"), Port: 80, Method: TUN, Tunnel: TunnelGUE, TunnelPort: 6080,
-						TunnelChecksum: ChecksumRemote, Weight: 5, Admin: Drained},
+						TunnelChecksum: ChecksumRemote, Weight: 5, Admin: Drained,
+						Check: &CheckConfig{Kind: CheckDNS, Port: 53, Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond),
+							Rise: 1, Fall: 2, DNSName: "health.example.com.", DNSType: "AAAA", DNSExpect: "2001:db8::"},
+						Health: &Health{State: HealthUp, Index: 41}},
 				)},
 			"dns": {Name: "dns", VIP: "v4", Protocol: UDP, Port: 53, Family: IPv4, Scheduler: "mh",
 				SchedFlags: SchedFlags{MHFallback: true, MHPort: true}, OnePacket: true, Method: DR,
+				Check: &CheckConfig{Kind: CheckExec, Interval: Duration(5 * time.Second), Timeout: Duration(2 * time.Second), Rise: 1, Fall: 1,
+					Command: "/usr/local/bin/check-dns \"$DIRECTORATE_CHECK_ADDR\""},
 				Servers: servers(RealServer{Address: addr("10.0.0.2"), Port: 53, Method: DR, Weight: 1, Admin: Disabled})},
 			"fw6": {Name: "fw6", FWMark: MaxFWMark, Family: IPv6, Scheduler: "wlc", Persistence: &Persistence{Timeout: 60}, Method: TUN,
-				Servers: servers(RealServer{Address: addr("2001:db8:1::2"), Method: TUN, Tunnel: TunnelGRE, TunnelChecksum: ChecksumOn, Weight: MaxWeight, Admin: Enabled})},
+				Servers: servers(RealServer{Address: addr("2001:db8:1::2"), Method: TUN, Tunnel: TunnelGRE, TunnelChecksum: ChecksumOn, Weight: MaxWeight, Admin: Enabled,
+					Check: &CheckConfig{Kind: CheckTCP, Port: 22, Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout, Rise: DefaultCheckRise, Fall: DefaultCheckFall}})},
 			"fwv": {Name: "fwv", FWMark: 7, VIP: "v6", Family: IPv6, Scheduler: "rr", Method: NAT,
-				Servers: servers(RealServer{Address: addr("2001:db8:1::3"), Port: 8443, Method: NAT, Admin: Enabled})},
+				Servers: servers(RealServer{Address: addr("2001:db8:1::3"), Port: 8443, Method: NAT, Admin: Enabled, Check: &CheckConfig{Kind: CheckNone}})},
 			"sctp": {Name: "sctp", VIP: "v6", Protocol: SCTP, Port: 3868, Family: IPv6, Scheduler: "lblcr", Method: DR},
 		},
 	}
@@ -83,7 +97,8 @@ func TestRichStateSetsEveryField(t *testing.T) {
 	}
 	walk(reflect.ValueOf(richState(t)))
 	for _, typ := range []reflect.Type{reflect.TypeFor[State](), reflect.TypeFor[VIP](), reflect.TypeFor[Service](),
-		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer]()} {
+		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer](),
+		reflect.TypeFor[CheckConfig](), reflect.TypeFor[SorryServer](), reflect.TypeFor[Health]()} {
 		for i := range typ.NumField() {
 			if name := typ.Field(i).Name; !set[typ][name] {
 				t.Errorf("richState never sets %s.%s", typ.Name(), name)
