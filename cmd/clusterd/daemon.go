@@ -34,6 +34,7 @@ type daemon struct {
 	vips    vipOwner
 	duties  *duties
 	ping    pingScorer // nil without ping nodes
+	health  *healthMonitor
 
 	mu      sync.Mutex
 	desired *lvs.Desired
@@ -162,7 +163,16 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer closePinger()
 
+	d.health = newHealthMonitor(cfg.NodeID, log, f, node, nil, runner, cfg.APITimeout)
+	sched, err := newScheduler(log, d.health)
+	if err != nil {
+		_ = node.Shutdown(context.Background())
+		return err
+	}
+	d.health.checks = sched
+
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout)
+	srv.health = d.health
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -171,9 +181,16 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// IPVS converged until the node has shut down.
 	var wg sync.WaitGroup
 	loopCtx, stopLoops := context.WithCancel(context.Background())
-	wg.Add(2)
+	wg.Add(4)
 	go func() { defer wg.Done(); d.reconcileLoop(loopCtx) }()
 	go func() { defer wg.Done(); d.leadershipLoop(loopCtx) }()
+	go func() {
+		defer wg.Done()
+		if err := sched.Run(loopCtx); err != nil && loopCtx.Err() == nil {
+			log.Error("health check scheduler stopped", "err", err)
+		}
+	}()
+	go func() { defer wg.Done(); d.health.run(loopCtx) }()
 	if ipf != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); ipf.run(loopCtx) }()

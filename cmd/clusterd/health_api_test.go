@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/directorate/directorate/api"
+	"github.com/directorate/directorate/fsm"
+)
+
+// connsIPVS is a kernel table with one destination whose connection
+// counts the test sets.
+type connsIPVS struct {
+	mu     sync.Mutex
+	active int
+	reads  int
+}
+
+func (c *connsIPVS) Report(context.Context) (api.IPVSReport, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads++
+	return api.IPVSReport{Node: "d1", Backend: "fake", Index: 9, InSync: true, Services: []api.IPVSService{{
+		Key: "TCP 192.0.2.10:80", Name: "web",
+		Destinations: []api.IPVSDestination{{Address: "10.1.0.1:80",
+			Actual: &api.IPVSDestAttrs{Method: "dr", Weight: 0, ActiveConns: c.active, InactiveConns: 2}}},
+	}}}, nil
+}
+
+type fixedLive map[string]map[string]string
+
+func (f fixedLive) liveViews(service string) map[string]map[string]string {
+	if service != "web" {
+		return nil
+	}
+	return f
+}
+
+func TestHealthAndConnectionsEndpoints(t *testing.T) {
+	f := fsm.New()
+	c := &fakeConsensus{fsm: f, leader: true}
+	healthState(t, c)
+	apply(t, c, fsm.SetHealth{Updates: []fsm.HealthUpdate{{Service: "web", Server: "10.1.0.2:80", State: "down",
+		Views: map[string]string{"d1": "down", "d2": "down", "d3": "up"}}}})
+	ipvs := &connsIPVS{active: 3}
+	srv := newServer("d1", f, c, ipvs, testLogger(t), 2*time.Second)
+	srv.health = fixedLive{"10.1.0.1:80": {"d1": "up", "d2": "up"}, "10.1.0.2:80": {"d1": "down"}}
+	ts := httptest.NewServer(srv.handler())
+	t.Cleanup(ts.Close)
+	// The follower forwards connection reads to the leader.
+	fc := &fakeConsensus{fsm: fsm.New(), leaderID: "d1"}
+	u, _ := url.Parse(ts.URL)
+	fc.leaderAPI = u.Host
+	fts := httptest.NewServer(newServer("d2", fc.fsm, fc, noIPVS{}, testLogger(t), 2*time.Second).handler())
+	t.Cleanup(fts.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	leader, err := api.New(ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := leader.ServiceHealth(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Node != "d1" || h.Quorum != 2 || h.HealthyWeight != 1 || !h.QuorumLost || len(h.Servers) != 2 {
+		t.Fatalf("health: %+v", h)
+	}
+	a, b := h.Servers[0], h.Servers[1]
+	if a.Server != "10.1.0.1:80" || a.Check != "tcp" || a.State != "" || a.Live["d2"] != "up" {
+		t.Errorf("server A: %+v", a)
+	}
+	if b.State != "down" || b.Index == 0 || b.Views["d3"] != "up" || b.Live["d1"] != "down" {
+		t.Errorf("server B: %+v", b)
+	}
+	if _, _, err := leader.ServiceHealth(ctx, "nope"); !isCode(err, api.CodeNotFound) {
+		t.Errorf("health of an unknown service: %v", err)
+	}
+
+	follower, err := api.New(fts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns, _, err := follower.Connections(ctx, "web", rsA, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conns != (api.Connections{Node: "d1", Service: "web", Server: "10.1.0.1:80", Present: true, Active: 3, Inactive: 2}) {
+		t.Errorf("connections: %+v", conns)
+	}
+	// A server the kernel does not have (B is quiesced in the state, but
+	// this fake table lacks it) is reported absent, not as an error.
+	conns, _, err = leader.Connections(ctx, "web", rsB, 80)
+	if err != nil || conns.Present {
+		t.Errorf("connections of a server absent from the kernel: %+v, %v", conns, err)
+	}
+	if _, _, err := leader.Connections(ctx, "web", netip.MustParseAddr("10.7.7.7"), 80); !isCode(err, api.CodeNotFound) {
+		t.Errorf("connections of an unknown server: %v", err)
+	}
+}
+
+func isCode(err error, code string) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Code == code
+}
+
