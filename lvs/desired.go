@@ -346,6 +346,17 @@ func prefixField(prefix string, err error) error {
 	return fmt.Errorf("%s: %w", prefix, err)
 }
 
+// ServiceKeyOf returns the kernel identity of fs, a service of st: what
+// Reconciler.ReadService takes. The error names the field that has no
+// kernel meaning, which a state fsm validated never has.
+func ServiceKeyOf(st *fsm.State, fs *fsm.Service) (ServiceKey, error) {
+	key, err := serviceKey(st, fs)
+	if err != nil {
+		return ServiceKey{}, prefixField(svcField(fs.Name), err)
+	}
+	return key, nil
+}
+
 // serviceKey works out a service's kernel identity.
 func serviceKey(st *fsm.State, fs *fsm.Service) (ServiceKey, error) {
 	var vip *fsm.VIP

@@ -301,7 +301,11 @@ func TestKernelReadServiceOnFakeKernel(t *testing.T) {
 	kr.fk.table[webKey].Dest(a1).ActiveConns = 4
 	kr.fk.table[webKey].Dest(a1).InactiveConns = 6
 	kr.fk.mu.Unlock()
-	svc, err := r.ReadService(t.Context(), webKey)
+	key, err := ServiceKeyOf(webState(), webState().Services["web"])
+	if err != nil || key != webKey {
+		t.Fatalf("ServiceKeyOf(web) = %s, %v; want %s", key, err, webKey)
+	}
+	svc, err := r.ReadService(t.Context(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,6 +318,9 @@ func TestKernelReadServiceOnFakeKernel(t *testing.T) {
 	missing := ServiceKey{Family: webKey.Family, Protocol: webKey.Protocol, Addr: webKey.Addr, Port: 8443}
 	if _, err := r.ReadService(t.Context(), missing); !errors.Is(err, ErrServiceNotFound) {
 		t.Errorf("missing service: %v, want ErrServiceNotFound", err)
+	}
+	if _, err := ServiceKeyOf(webState(), &fsm.Service{Name: "x", VIP: "nope"}); err == nil || !strings.Contains(err.Error(), "services[x].vip") {
+		t.Errorf("ServiceKeyOf with a missing VIP: %v", err)
 	}
 	// The socket is still good after the kernel's ESRCH.
 	if _, err := r.ReadService(t.Context(), webKey); err != nil {
