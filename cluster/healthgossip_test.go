@@ -47,7 +47,7 @@ func (g *fakeGossipNet) peersOf(name string) []dataDelegate {
 	defer g.mu.Unlock()
 	var out []dataDelegate
 	for _, n := range g.nodes {
-		if n.name != name && n.state == GossipAlive && n.data != nil && !g.nodes[name].muted {
+		if n.name != name && n.state == GossipAlive && n.data != nil {
 			out = append(out, n.data)
 		}
 	}
@@ -60,7 +60,7 @@ func (g *fakeGossipNet) exchangeData() {
 	g.mu.Lock()
 	var live []*fakeGossip
 	for _, n := range g.nodes {
-		if n.state == GossipAlive && n.data != nil && !n.muted {
+		if n.state == GossipAlive && n.data != nil {
 			live = append(live, n)
 		}
 	}
@@ -80,14 +80,6 @@ func (g *fakeGossipNet) exchangeData() {
 			}
 		}
 	}
-}
-
-// mute stops name's outgoing user data, as a director whose messages are
-// lost would be.
-func (g *fakeGossipNet) mute(name string, on bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.nodes[name].muted = on
 }
 
 // --- the view store alone ---

@@ -134,10 +134,8 @@ type fakeGossip struct {
 	state   string
 	sets    int // SetMeta calls
 	changed chan struct{}
-	// data receives user data (health views); muted drops what this
-	// member sends.
-	data  dataDelegate
-	muted bool
+	// data receives user data (health views).
+	data dataDelegate
 }
 
 var _ GossipEvents = (*fakeGossip)(nil)
