@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -172,7 +173,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	d.health.checks = sched
 
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout)
-	srv.health = d.health
+	srv.health, srv.conns = d.health, d
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -462,4 +463,38 @@ func (l *lateLease) VerifyLeader(ctx context.Context) error {
 		return cluster.ErrNotLeader
 	}
 	return n.VerifyLeader(ctx)
+}
+
+// Connections implements connectionReader: it reads one service from the
+// kernel (not the whole table, which takes seconds at scale) for
+// `clusterctl server drain --wait`.
+func (d *daemon) Connections(ctx context.Context, service string, server netip.AddrPort) (api.Connections, error) {
+	out := api.Connections{Node: d.cfg.NodeID, Service: service, Server: server.String()}
+	var (
+		key lvs.ServiceKey
+		err error
+	)
+	d.fsm.Read(func(st *fsm.State) {
+		svc, ok := st.Services[service]
+		if !ok {
+			err = &fsm.FieldError{Field: "service", Reason: fmt.Sprintf("no service named %q", service), Kind: fsm.ErrNotFound}
+			return
+		}
+		key, err = lvs.ServiceKeyOf(st, svc)
+	})
+	if err != nil {
+		return out, err
+	}
+	svc, err := d.rec.ReadService(ctx, key)
+	if errors.Is(err, lvs.ErrServiceNotFound) {
+		return out, nil
+	}
+	if err != nil {
+		return out, err
+	}
+	if dst := svc.Dest(server); dst != nil {
+		out.Present = true
+		out.Weight, out.Active, out.Inactive = int(dst.Weight), int(dst.ActiveConns), int(dst.InactiveConns)
+	}
+	return out, nil
 }

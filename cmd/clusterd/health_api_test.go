@@ -12,25 +12,24 @@ import (
 
 	"github.com/directorate/directorate/api"
 	"github.com/directorate/directorate/fsm"
+	"github.com/directorate/directorate/lvs"
 )
 
-// connsIPVS is a kernel table with one destination whose connection
-// counts the test sets.
-type connsIPVS struct {
+// fakeConns answers connection reads with counts the test sets.
+type fakeConns struct {
 	mu     sync.Mutex
-	active int
-	reads  int
+	byAddr map[netip.AddrPort]api.Connections
 }
 
-func (c *connsIPVS) Report(context.Context) (api.IPVSReport, error) {
+func (c *fakeConns) Connections(_ context.Context, service string, server netip.AddrPort) (api.Connections, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.reads++
-	return api.IPVSReport{Node: "d1", Backend: "fake", Index: 9, InSync: true, Services: []api.IPVSService{{
-		Key: "TCP 192.0.2.10:80", Name: "web",
-		Destinations: []api.IPVSDestination{{Address: "10.1.0.1:80",
-			Actual: &api.IPVSDestAttrs{Method: "dr", Weight: 0, ActiveConns: c.active, InactiveConns: 2}}},
-	}}}, nil
+	out, ok := c.byAddr[server]
+	if !ok {
+		out = api.Connections{Node: "d1"}
+	}
+	out.Service, out.Server = service, server.String()
+	return out, nil
 }
 
 type fixedLive map[string]map[string]string
@@ -48,9 +47,10 @@ func TestHealthAndConnectionsEndpoints(t *testing.T) {
 	healthState(t, c)
 	apply(t, c, fsm.SetHealth{Updates: []fsm.HealthUpdate{{Service: "web", Server: "10.1.0.2:80", State: "down",
 		Views: map[string]string{"d1": "down", "d2": "down", "d3": "up"}}}})
-	ipvs := &connsIPVS{active: 3}
-	srv := newServer("d1", f, c, ipvs, testLogger(t), 2*time.Second)
+	srv := newServer("d1", f, c, noIPVS{}, testLogger(t), 2*time.Second)
 	srv.health = fixedLive{"10.1.0.1:80": {"d1": "up", "d2": "up"}, "10.1.0.2:80": {"d1": "down"}}
+	srv.conns = &fakeConns{byAddr: map[netip.AddrPort]api.Connections{
+		netip.AddrPortFrom(rsA, 80): {Node: "d1", Present: true, Active: 3, Inactive: 2}}}
 	ts := httptest.NewServer(srv.handler())
 	t.Cleanup(ts.Close)
 	// The follower forwards connection reads to the leader.
@@ -95,8 +95,8 @@ func TestHealthAndConnectionsEndpoints(t *testing.T) {
 	if conns != (api.Connections{Node: "d1", Service: "web", Server: "10.1.0.1:80", Present: true, Active: 3, Inactive: 2}) {
 		t.Errorf("connections: %+v", conns)
 	}
-	// A server the kernel does not have (B is quiesced in the state, but
-	// this fake table lacks it) is reported absent, not as an error.
+	// A server the kernel does not have is reported absent, not as an
+	// error.
 	conns, _, err = leader.Connections(ctx, "web", rsB, 80)
 	if err != nil || conns.Present {
 		t.Errorf("connections of a server absent from the kernel: %+v, %v", conns, err)
@@ -111,3 +111,42 @@ func isCode(err error, code string) bool {
 	return errors.As(err, &ae) && ae.Code == code
 }
 
+// TestDaemonConnectionsReadsOneKernelService reads the counters through
+// the reconciler's one-service read, as drain --wait does on the leader.
+func TestDaemonConnectionsReadsOneKernelService(t *testing.T) {
+	d, fake, a := newTestDaemon(t)
+	ctx := context.Background()
+	a.apply(fsm.AddVIP{VIP: fsm.VIP{Name: "v", Prefix: netip.MustParsePrefix("192.0.2.10/24")}},
+		fsm.AddService{Service: fsm.Service{Name: "web", VIP: "v", Protocol: fsm.TCP, Port: 80, Scheduler: "wlc", Method: fsm.DR}},
+		fsm.AddServer{Service: "web", Server: fsm.RealServer{Address: rsA, Port: 80, Weight: 5}})
+	target := netip.AddrPortFrom(rsA, 80)
+	// Not programmed yet: absent, not an error.
+	got, err := d.Connections(ctx, "web", target)
+	if err != nil || got.Present {
+		t.Fatalf("before the first reconcile: %+v, %v", got, err)
+	}
+	if !d.reconcile(ctx) {
+		t.Fatal("reconcile failed")
+	}
+	var key lvs.ServiceKey
+	d.fsm.Read(func(st *fsm.State) { key, err = lvs.ServiceKeyOf(st, st.Services["web"]) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.SetConns(key, target, 4, 7); err != nil {
+		t.Fatal(err)
+	}
+	got, err = d.Connections(ctx, "web", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != (api.Connections{Node: "d1", Service: "web", Server: "10.1.0.1:80", Present: true, Weight: 5, Active: 4, Inactive: 7}) {
+		t.Errorf("connections %+v", got)
+	}
+	if got, err := d.Connections(ctx, "web", netip.AddrPortFrom(rsB, 80)); err != nil || got.Present {
+		t.Errorf("a server the kernel lacks: %+v, %v", got, err)
+	}
+	if _, err := d.Connections(ctx, "nope", target); !errors.Is(err, fsm.ErrNotFound) {
+		t.Errorf("unknown service: %v", err)
+	}
+}

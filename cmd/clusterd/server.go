@@ -54,6 +54,14 @@ type server struct {
 	proxy http.RoundTripper
 	// health gives the live health views; nil leaves them out.
 	health liveHealth
+	// conns reads connection counters for drain --wait; nil answers 503.
+	conns connectionReader
+}
+
+// connectionReader reads a real server's connection counters from this
+// director's kernel table.
+type connectionReader interface {
+	Connections(ctx context.Context, service string, server netip.AddrPort) (api.Connections, error)
 }
 
 // liveHealth gives every director's current views of a service's
@@ -705,25 +713,17 @@ func (s *server) connections(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &fsm.FieldError{Field: "server", Reason: fmt.Sprintf("service %q has no real server %s", name, key), Kind: fsm.ErrNotFound})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
-	defer cancel()
-	rep, err := s.ipvs.Report(ctx)
-	if err != nil {
-		s.fail(w, r, fmt.Errorf("read the IPVS table: %w", err))
+	if s.conns == nil {
+		s.fail(w, r, &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
+			Message: "this director cannot read connection counters"})
 		return
 	}
-	out := api.Connections{Node: s.node, Service: name, Server: key}
-	for _, svc := range rep.Services {
-		if svc.Name != name {
-			continue
-		}
-		for _, d := range svc.Destinations {
-			if d.Address != key || d.Actual == nil {
-				continue
-			}
-			out.Present = true
-			out.Weight, out.Active, out.Inactive = d.Actual.Weight, d.Actual.ActiveConns, d.Actual.InactiveConns
-		}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	out, err := s.conns.Connections(ctx, name, ap)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
-	s.reply(w, http.StatusOK, rep.Index, out)
+	s.reply(w, http.StatusOK, s.fsm.Index(), out)
 }
