@@ -1,8 +1,8 @@
 package probes
 
 import (
-	"cmp"
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"

@@ -102,8 +102,8 @@ func TestHTTPCheck(t *testing.T) {
 		{"host header", func(s *probes.CheckSpec) { s.Path, s.Host, s.BodyRegex = "/vhost", "www.example.test", "vhost ok" }, nil},
 		{"wrong host header", func(s *probes.CheckSpec) { s.Path, s.Host = "/vhost", "other.test" }, []string{"status 404"}},
 		{"query string", func(s *probes.CheckSpec) { s.Path, s.BodyRegex = "/query?full=yes", "^full=yes$" }, nil},
-		{"slow headers", func(s *probes.CheckSpec) { s.Path, s.Timeout = "/slow-headers", 200 * time.Millisecond }, []string{"read response", "timeout"}},
-		{"slow body", func(s *probes.CheckSpec) { s.Path, s.BodyRegex, s.Timeout = "/slow-body", "ok", 200 * time.Millisecond }, []string{"read body", "timeout"}},
+		{"slow headers", func(s *probes.CheckSpec) { s.Path, s.Timeout = "/slow-headers", 200*time.Millisecond }, []string{"read response", "timeout"}},
+		{"slow body", func(s *probes.CheckSpec) { s.Path, s.BodyRegex, s.Timeout = "/slow-body", "ok", 200*time.Millisecond }, []string{"read body", "timeout"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -312,17 +312,23 @@ func (s *Scheduler) attempt(ctx context.Context, e *entry) {
 	if e.removed {
 		return
 	}
-	now := time.Now()
-	next := e.slot.Add(e.spec.Interval)
-	if behind := now.Sub(next); behind >= e.spec.Interval {
-		next = next.Add(behind / e.spec.Interval * e.spec.Interval)
-	}
-	e.slot = next
-	e.due = next.Add(s.jitterLocked(e.spec.Jitter))
+	e.slot = nextSlot(e.slot, time.Now(), e.spec.Interval)
+	e.due = e.slot.Add(s.jitterLocked(e.spec.Jitter))
 	heap.Push(&s.queue, e)
 	if s.queue[0] == e {
 		s.signal()
 	}
+}
+
+// nextSlot is the slot after slot, skipping any slot that passed whole
+// before now: a run that ends late starts its next one at once, but never
+// fires the runs it missed back to back.
+func nextSlot(slot, now time.Time, interval time.Duration) time.Time {
+	next := slot.Add(interval)
+	if behind := now.Sub(next); behind >= interval {
+		next = next.Add(behind / interval * interval)
+	}
+	return next
 }
 
 // recordLocked applies one result to e's state and returns the health
