@@ -42,16 +42,30 @@ type Voter struct {
 }
 
 // Agree is the agreement rule. For every server in committed (the states
-// in the replicated state, HealthUp for a server never checked), it counts
-// the votes of the directors that are not cut off and report up or down
-// for it. It returns a transition only when a strict majority of those
-// votes names one state and that state differs from the committed one.
-// Unknown and cut-off directors do not vote, and a tie changes nothing, so
-// one director whose own network fails cannot take servers down. The
-// result is sorted by key, so proposals are reproducible.
+// in the replicated state; "" for a server with none committed yet, so
+// the first agreed state is recorded), it counts the views of the
+// eligible directors: those in voters that are not cut off. A director
+// with no view of the server, or HealthUnknown, has no vote, but it still
+// counts as eligible. A transition is returned only when
+//
+//   - a majority of the eligible directors have a view (up or down), so
+//     the first director to finish its checks cannot decide alone, and
+//   - a strict majority of those views names one state, and it differs
+//     from the committed one.
+//
+// A tie changes nothing, and so does one director whose own network
+// fails: it is outvoted, or, when its ping nodes are unreachable too, not
+// counted at all. The result is sorted by key, so proposals are
+// reproducible.
 //
 // Agree is pure: the leader calls it with what gossip delivered.
 func Agree(committed map[HealthKey]string, voters map[string]Voter) []HealthTransition {
+	eligible := 0
+	for _, v := range voters {
+		if !v.CutOff {
+			eligible++
+		}
+	}
 	var out []HealthTransition
 	for key, cur := range committed {
 		up, down := 0, 0
@@ -76,6 +90,9 @@ func Agree(committed map[HealthKey]string, voters map[string]Voter) []HealthTran
 			}
 		}
 		n := up + down
+		if 2*n <= eligible {
+			continue
+		}
 		next := ""
 		switch {
 		case 2*up > n:

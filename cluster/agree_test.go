@@ -62,12 +62,27 @@ func TestAgree(t *testing.T) {
 			},
 		},
 		{
-			name:      "unknown does not vote: one down against one unknown is a majority of the voters",
+			name:      "unknown does not vote: two down and one unknown is a majority",
 			committed: map[HealthKey]string{a: up},
+			voters: map[string]Voter{
+				"d1": v(false, a, down), "d2": v(false, a, down), "d3": v(false, a, unk),
+			},
+			want: []HealthTransition{{Key: a, State: down, Views: map[string]string{"d1": down, "d2": down, "d3": unk}}},
+		},
+		{
+			name:      "the first director to report cannot decide alone",
+			committed: map[HealthKey]string{a: ""},
 			voters: map[string]Voter{
 				"d1": v(false, a, down), "d2": v(false, a, unk), "d3": v(false),
 			},
-			want: []HealthTransition{{Key: a, State: down, Views: map[string]string{"d1": down, "d2": unk}}},
+		},
+		{
+			name:      "nothing committed yet: the first agreed state is recorded",
+			committed: map[HealthKey]string{a: ""},
+			voters: map[string]Voter{
+				"d1": v(false, a, up), "d2": v(false, a, up), "d3": v(false, a, unk),
+			},
+			want: []HealthTransition{{Key: a, State: up, Views: map[string]string{"d1": up, "d2": up, "d3": unk}}},
 		},
 		{
 			name:      "only unknown views: nothing changes",
@@ -96,6 +111,14 @@ func TestAgree(t *testing.T) {
 		{
 			name:      "no voters: nothing changes",
 			committed: map[HealthKey]string{a: down},
+		},
+		{
+			name:      "cut-off directors are not eligible: the others decide",
+			committed: map[HealthKey]string{a: up},
+			voters: map[string]Voter{
+				"d1": v(true, a, up), "d2": v(true, a, up), "d3": v(false, a, down),
+			},
+			want: []HealthTransition{{Key: a, State: down, Views: map[string]string{"d1": up, "d2": up, "d3": down}}},
 		},
 		{
 			name:      "transitions are sorted by key",
