@@ -148,6 +148,8 @@ func TestHealthSettingRefusals(t *testing.T) {
 			"service.sorry.address", ErrInvalid},
 		{"sorry dr remaps", UpdateService{Name: "dns", Patch: ServicePatch{Sorry: &SorryServer{Address: addr("10.0.0.99"), Port: 5353}}},
 			"service.sorry.port", ErrInvalid},
+		{"sorry family with tun", UpdateService{Name: "web6", Patch: ServicePatch{Sorry: &SorryServer{Address: addr("10.0.0.99"), Port: 443}}},
+			"service.sorry.address", ErrInvalid},
 		{"sorry unknown method", UpdateService{Name: "web", Patch: ServicePatch{Sorry: &SorryServer{Address: addr("10.0.0.99"), Port: 80, Method: "udp"}}},
 			"service.sorry.method", ErrInvalid},
 		{"sorry is a real server", UpdateService{Name: "web", Patch: ServicePatch{Sorry: &SorryServer{Address: addr("10.0.0.1"), Port: 8080}}},

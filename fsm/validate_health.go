@@ -336,6 +336,12 @@ func validateServiceHealth(p string, svc *Service) error {
 		return invalid(p+".quorum_hysteresis", "%d must be below the quorum %d", svc.QuorumHysteresis, q)
 	}
 	if svc.Sorry != nil {
+		// Unlike a real server, a sorry server may not cross families
+		// even with tun: it stands in for the whole service, and one
+		// that cannot answer on the service's family is no stand-in.
+		if a := svc.Sorry.Address; a.IsValid() && FamilyOf(a) != svc.Family {
+			return invalid(p+".sorry.address", "%s is %s but the service is %s: a sorry server must be of the service's family", a, FamilyOf(a), svc.Family)
+		}
 		rs := RealServer{Address: svc.Sorry.Address, Port: svc.Sorry.Port, Method: svc.Sorry.Method, Admin: Enabled}
 		if err := validateServer(p+".sorry", svc, &rs); err != nil {
 			return err
