@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"maps"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -286,4 +287,44 @@ func TestHealthAgreementInMemoryCluster(t *testing.T) {
 	if want := []string{leader.id, others[1].id}; !reflect.DeepEqual(names, slices.Sorted(slices.Values(want))) {
 		t.Errorf("voters %v, want %v", names, want)
 	}
+}
+
+// TestHealthViewsOverMemberlist sends views over real memberlist on
+// loopback: a small change by broadcast, a large one by a direct send,
+// and everything to a director that joins later by push/pull.
+func TestHealthViewsOverMemberlist(t *testing.T) {
+	t.Parallel()
+	logs := newLogSink(t)
+	base := t.TempDir()
+	cfgFor := func(id string, join ...string) Config {
+		return Config{NodeID: id, DataDir: filepath.Join(base, id), RaftBind: "127.0.0.1:0", GossipBind: "127.0.0.1:0",
+			Join: join, Timing: testTiming(), Version: "test"}
+	}
+	d1 := startReal(t, logs, cfgFor("d1"))
+	d2 := startReal(t, logs, cfgFor("d2", d1.n.GossipAddress()))
+	has := func(rn *realNode, origin string, want map[HealthKey]string) func() error {
+		return func() error {
+			got := rn.n.HealthVoters()[origin].Views
+			for k, s := range want {
+				if got[k] != s {
+					return fmt.Errorf("%s has %d views of %s; %v is %q, want %q", rn.cfg.NodeID, len(got), origin, k, got[k], s)
+				}
+			}
+			return nil
+		}
+	}
+	small := map[HealthKey]string{{"web", "10.0.0.1:80"}: HealthDown, {"web", "10.0.0.2:80"}: HealthUp}
+	d1.n.SetHealthViews(small)
+	eventually(t, 10*time.Second, "a small change by broadcast", has(d2, "d1", small))
+
+	large := map[HealthKey]string{}
+	for i := range 3 * maxBroadcastEntries {
+		large[HealthKey{"api", fmt.Sprintf("10.1.%d.%d:80", i/250, i%250)}] = HealthDown
+	}
+	d2.n.SetHealthViews(large)
+	eventually(t, 10*time.Second, "a large change sent directly", has(d1, "d2", large))
+
+	d3 := startReal(t, logs, cfgFor("d3", d1.n.GossipAddress()))
+	eventually(t, 10*time.Second, "d1's views at a late joiner", has(d3, "d1", small))
+	eventually(t, 10*time.Second, "d2's views at a late joiner", has(d3, "d2", large))
 }
