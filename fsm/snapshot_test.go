@@ -186,6 +186,11 @@ func TestCloneIsDeep(t *testing.T) {
 	c.Services["web"].Persistence.Timeout = 1
 	c.Services["web"].Servers["10.0.0.1:8080"].Weight = 1
 	c.Services["web"].Servers["new"] = nil
+	c.Services["web"].Check.Path = "/changed"
+	c.Services["web"].Sorry.Port = 1
+	c.Services["web"].Servers["10.0.0.1:8080"].Health.State = HealthUp
+	c.Services["web"].Servers["10.0.0.1:8080"].Health.Views["d1"] = HealthUp
+	c.Services["web"].Servers["[2001:db8:1::1]:80"].Check.DNSName = "changed."
 	delete(c.Services, "dns")
 	if after := snapshotBytes(t, f); !bytes.Equal(before, after) {
 		t.Error("changing a clone changed the FSM")
@@ -209,9 +214,12 @@ func randomLog(t testing.TB, n int, seed uint64) []logEntry {
 	port := func() int { return []int{0, 80, 443, 8080}[r.IntN(4)] }
 	method := func() Method { return []Method{"", NAT, DR, TUN}[r.IntN(4)] }
 	var log []logEntry
+	// known remembers servers the log added, so health updates mostly
+	// name servers that may exist.
+	var known [][2]string
 	for i := range n {
 		var cmd Command
-		switch r.IntN(12) {
+		switch r.IntN(16) {
 		case 0:
 			cmd = AddVIP{VIP: VIP{Name: vip(), Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(r.IntN(8))}), 24+r.IntN(9))}}
 		case 1:
@@ -226,17 +234,62 @@ func randomLog(t testing.TB, n int, seed uint64) []logEntry {
 			if r.IntN(3) == 0 {
 				s.Servers = servers(RealServer{Address: a(), Port: port(), Weight: r.IntN(3)})
 			}
+			if r.IntN(2) == 0 {
+				s.Check = &CheckConfig{Kind: CheckTCP, Port: 22}
+			}
+			for key := range s.Servers {
+				known = append(known, [2]string{s.Name, key})
+			}
 			cmd = AddService{Service: s}
 		case 4:
 			cmd = UpdateService{Name: svc(), Patch: ServicePatch{Method: ptr(method()), OnePacket: ptr(r.IntN(2) == 0)}}
 		case 5:
 			cmd = DeleteService{Name: svc()}
 		case 6, 7, 8:
-			cmd = AddServer{Service: svc(), Server: RealServer{Address: a(), Port: port(), Method: method(), Weight: r.IntN(5)}}
+			srv := RealServer{Address: a(), Port: port(), Method: method(), Weight: r.IntN(5)}
+			c := AddServer{Service: svc(), Server: srv}
+			known = append(known, [2]string{c.Service, srv.Key()})
+			cmd = c
 		case 9, 10:
 			cmd = UpdateServer{Service: svc(), Address: a(), Port: port(), Patch: ServerPatch{Weight: ptr(r.IntN(5)), Admin: ptr([]AdminState{Enabled, Drained, Disabled}[r.IntN(3)])}}
 		case 11:
 			cmd = DeleteServer{Service: svc(), Address: a(), Port: port()}
+		case 12, 13:
+			var c SetHealth
+			for range 1 + r.IntN(3) {
+				u := HealthUpdate{Service: svc(), Server: ServerKey(a(), port()),
+					State: []string{HealthUp, HealthDown}[r.IntN(2)], Views: map[string]string{"d1": HealthUp}}
+				if len(known) > 0 && r.IntN(4) != 0 {
+					k := known[max(0, len(known)-1-r.IntN(30))]
+					u.Service, u.Server = k[0], k[1]
+				}
+				c.Updates = append(c.Updates, u)
+			}
+			cmd = c
+		case 14:
+			pt := ServicePatch{Quorum: ptr(r.IntN(4)), QuorumHysteresis: ptr(r.IntN(2)),
+				DownAction: ptr([]DownAction{DownQuiesce, DownRemove}[r.IntN(2)])}
+			switch r.IntN(3) {
+			case 0:
+				pt.Check = &CheckConfig{Kind: []string{CheckTCP, CheckNone, CheckExec}[r.IntN(3)]}
+				if pt.Check.Kind == CheckExec {
+					pt.Check.Command = "true"
+				}
+			case 1:
+				pt.NoCheck = true
+			}
+			if r.IntN(2) == 0 {
+				pt.Sorry = &SorryServer{Address: a(), Port: port()}
+			} else {
+				pt.NoSorry = true
+			}
+			cmd = UpdateService{Name: svc(), Patch: pt}
+		case 15:
+			pt := ServerPatch{NoCheck: true}
+			if r.IntN(2) == 0 {
+				pt = ServerPatch{Check: &CheckConfig{Kind: []string{CheckTCP, CheckNone}[r.IntN(2)], Port: r.IntN(2) * 22}}
+			}
+			cmd = UpdateServer{Service: svc(), Address: a(), Port: port(), Patch: pt}
 		}
 		log = append(log, logEntry{uint64(i + 1), mustEncode(t, cmd)})
 	}
@@ -246,7 +299,7 @@ func randomLog(t testing.TB, n int, seed uint64) []logEntry {
 func TestDeterminism(t *testing.T) {
 	log := randomLog(t, 3000, 7)
 	a, b := New(), New()
-	var applied, refused int
+	var applied, refused, withHealth, quorumLost int
 	for i, e := range log {
 		errA := a.Apply(e.index, e.data)
 		errB := b.Apply(e.index, e.data)
@@ -268,6 +321,18 @@ func TestDeterminism(t *testing.T) {
 			if !bytes.Equal(snapshotBytes(t, c), snap) {
 				t.Fatalf("after entry %d restore changed the state", e.index)
 			}
+			a.Read(func(st *State) {
+				for _, svc := range st.Services {
+					if svc.QuorumLost {
+						quorumLost++
+					}
+					for _, srv := range svc.Servers {
+						if srv.Health != nil {
+							withHealth++
+						}
+					}
+				}
+			})
 		}
 	}
 	if !bytes.Equal(snapshotBytes(t, a), snapshotBytes(t, b)) {
@@ -277,7 +342,11 @@ func TestDeterminism(t *testing.T) {
 	if applied < 300 || refused < 300 {
 		t.Errorf("log too one-sided: %d applied, %d refused", applied, refused)
 	}
-	t.Logf("%d applied, %d refused", applied, refused)
+	if withHealth < 20 || quorumLost < 5 {
+		t.Errorf("log too tame: %d servers with health and %d services below quorum at the checkpoints", withHealth, quorumLost)
+	}
+	t.Logf("%d applied, %d refused; at the checkpoints %d servers had health, %d services were below quorum",
+		applied, refused, withHealth, quorumLost)
 }
 
 func recv(t *testing.T, ch <-chan uint64) uint64 {
