@@ -382,3 +382,49 @@ func TestRestoreChecksHealth(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthCommandsDoNotAlias changes commands after Check and after
+// their change was committed: neither the caller's command nor the state
+// may see the other's changes.
+func TestHealthCommandsDoNotAlias(t *testing.T) {
+	h := checkedFixture(t)
+	cc := &CheckConfig{Kind: CheckHTTP}
+	sorry := &SorryServer{Address: addr("10.0.0.98"), Port: 8080}
+	upd := &UpdateService{Name: "web", Patch: ServicePatch{Check: cc, Sorry: sorry}}
+	if err := h.f.Check(upd); err != nil {
+		t.Fatal(err)
+	}
+	if *cc != (CheckConfig{Kind: CheckHTTP}) || sorry.Method != "" {
+		t.Errorf("Check filled in the caller's command: %+v %+v", *cc, *sorry)
+	}
+
+	s := h.f.s
+	commit, err := s.prepare(*upd, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	cc.Path, sorry.Port = "/x", 1
+	srvCheck := &CheckConfig{Kind: CheckTCP}
+	add := AddServer{Service: "web", Server: RealServer{Address: addr("10.0.0.5"), Port: 8080, Weight: 1, Check: srvCheck}}
+	if commit, err = s.prepare(add, 101); err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	srvCheck.Port = 9
+	views := map[string]string{"d1": HealthDown}
+	sh := SetHealth{Updates: []HealthUpdate{{Service: "web", Server: "10.0.0.5:8080", State: HealthDown, Views: views}}}
+	if commit, err = s.prepare(sh, 102); err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	views["d1"] = HealthUp
+	web := s.state.Services["web"]
+	if web.Check.Path != "/" || web.Sorry.Port != 8080 {
+		t.Errorf("state aliases an update's check or sorry server: %+v %+v", *web.Check, *web.Sorry)
+	}
+	srv := web.Servers["10.0.0.5:8080"]
+	if srv.Check.Port != 0 || srv.Health.Views["d1"] != HealthDown || srv.Health.Index != 102 {
+		t.Errorf("state aliases a command: check %+v health %+v", *srv.Check, *srv.Health)
+	}
+}
