@@ -20,8 +20,12 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(d).String())
 }
 
-// UnmarshalJSON reads a duration string such as "3s".
+// UnmarshalJSON reads a duration string such as "3s". null leaves d
+// alone, as encoding/json does for other types.
 func (d *Duration) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
 		return fmt.Errorf("duration must be a string such as \"1.5s\", not %s", data)

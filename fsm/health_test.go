@@ -19,12 +19,14 @@ func TestDurationJSON(t *testing.T) {
 	if err != nil || string(out) != `"250ms"` {
 		t.Errorf("250ms encodes as %s, %v", out, err)
 	}
-	for _, bad := range []string{`1500`, `"1.5"`, `"soon"`, `null`, `true`} {
-		d = 7
-		err := json.Unmarshal([]byte(bad), &d)
-		if err == nil && bad != `null` {
+	for _, bad := range []string{`1500`, `"1.5"`, `"soon"`, `""`, `true`} {
+		if err := json.Unmarshal([]byte(bad), &d); err == nil {
 			t.Errorf("%s decoded to %v", bad, d)
 		}
+	}
+	d = 7
+	if err := json.Unmarshal([]byte(`null`), &d); err != nil || d != 7 {
+		t.Errorf("null: %v, %v; want the value left alone", d, err)
 	}
 }
 
