@@ -78,6 +78,12 @@ type healthMonitor struct {
 	// quorumLost is the leader's baseline for quorum hooks; nil while not
 	// leading.
 	quorumLost map[string]bool
+
+	// What the last read of the state found; only run's goroutine (or a
+	// test calling pass) touches these.
+	committed map[cluster.HealthKey]string
+	lost      map[string]bool
+	index     uint64
 }
 
 func newHealthMonitor(node string, log *slog.Logger, f *fsm.FSM, c healthNode, checks checkRunner, h hookRunner, timeout time.Duration) *healthMonitor {
@@ -94,62 +100,106 @@ func (h *healthMonitor) checkChanged(probes.CheckStatus) {
 }
 
 // run keeps the checks, the published views, the leader's proposals and
-// the quorum hooks current until ctx ends.
+// the quorum hooks current until ctx ends. Each pass redoes only what its
+// causes call for: at 10,000 servers a full pass costs tens of
+// milliseconds, which a leader cannot spend every 50 ms.
 func (h *healthMonitor) run(ctx context.Context) {
 	changed, unsubscribe := h.fsm.Subscribe()
 	defer unsubscribe()
 	resync := time.NewTicker(healthResync)
 	defer resync.Stop()
-	var last time.Time
+	why := passAll
 	for {
-		h.pass(ctx)
-		last = time.Now()
+		last := time.Now()
+		h.passFor(ctx, why)
+		why = 0
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+			why |= passState
 		case <-h.kick:
+			why |= passChecks
 		case <-h.cluster.HealthChanged():
+			why |= passViews
 		case <-resync.C:
+			why |= passResync
 		}
-		// Coalesce a burst: whatever else arrives meanwhile is seen by
-		// the next pass, which reads everything afresh.
+		// Coalesce a burst: what arrives meanwhile joins this pass.
 		if wait := healthPass - time.Since(last); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
+			timer := time.NewTimer(wait)
+		collect:
+			for {
+				select {
+				case <-ctx.Done():
+					timer.Stop()
+					return
+				case <-changed:
+					why |= passState
+				case <-h.kick:
+					why |= passChecks
+				case <-h.cluster.HealthChanged():
+					why |= passViews
+				case <-timer.C:
+					break collect
+				}
 			}
 		}
 	}
 }
 
+// passCause says what a pass must look at again.
+type passCause uint8
+
+const (
+	// passState: a commit; the checks, the committed health and the
+	// quorum may have changed.
+	passState passCause = 1 << iota
+	// passChecks: a check changed health.
+	passChecks
+	// passViews: another director's views changed.
+	passViews
+	// passResync: periodic; the leader retries the agreement.
+	passResync
+	passAll = passState | passChecks | passViews | passResync
+)
+
 // pass runs every step once.
-func (h *healthMonitor) pass(ctx context.Context) {
-	var (
-		specs     map[cluster.HealthKey]probes.CheckSpec
-		committed map[cluster.HealthKey]string
-		lost      map[string]bool
-		index     uint64
-	)
-	h.fsm.Read(func(st *fsm.State) {
-		specs, committed = checksFromState(st)
-		lost = quorumState(st)
-		index = st.Index
-	})
-	h.syncChecks(specs)
-	h.publish()
+func (h *healthMonitor) pass(ctx context.Context) { h.passFor(ctx, passAll) }
+
+func (h *healthMonitor) passFor(ctx context.Context, why passCause) {
+	if why&passState != 0 || h.committed == nil {
+		var specs map[cluster.HealthKey]probes.CheckSpec
+		h.fsm.Read(func(st *fsm.State) {
+			specs, h.committed = checksFromState(st)
+			h.lost = quorumState(st)
+			h.index = st.Index
+		})
+		// Outside the read lock: Apply waits for it.
+		if h.syncChecks(specs) {
+			why |= passChecks
+		}
+	}
+	if why&passChecks != 0 {
+		h.publish()
+	}
 	if !h.cluster.IsLeader() {
 		h.quorumLost = nil
 		return
 	}
-	h.quorumHooks(lost, index)
-	h.propose(ctx, committed)
+	if h.quorumLost == nil {
+		// Just became leader: look at everything.
+		why = passAll
+	}
+	h.quorumHooks(h.lost, h.index)
+	if why&(passState|passViews|passResync) != 0 {
+		h.propose(ctx, h.committed)
+	}
 }
 
 // syncChecks hands the scheduler the distinct checks of specs when they
-// changed.
-func (h *healthMonitor) syncChecks(specs map[cluster.HealthKey]probes.CheckSpec) {
+// changed, and reports whether they did.
+func (h *healthMonitor) syncChecks(specs map[cluster.HealthKey]probes.CheckSpec) bool {
 	h.mu.Lock()
 	same := len(specs) == len(h.specs)
 	if same {
@@ -163,7 +213,7 @@ func (h *healthMonitor) syncChecks(specs map[cluster.HealthKey]probes.CheckSpec)
 	h.specs = specs
 	h.mu.Unlock()
 	if same {
-		return
+		return false
 	}
 	distinct := make(map[probes.CheckSpec]struct{}, len(specs))
 	for _, s := range specs {
@@ -175,12 +225,14 @@ func (h *healthMonitor) syncChecks(specs map[cluster.HealthKey]probes.CheckSpec)
 	}
 	h.checks.Set(list)
 	h.log.Info("health checks updated", "node", h.node, "servers", len(specs), "checks", len(list))
+	return true
 }
 
 // publish hands gossip this director's view of every checked server.
 func (h *healthMonitor) publish() {
-	byspec := map[probes.CheckSpec]probes.Health{}
-	for _, st := range h.checks.Statuses() {
+	statuses := h.checks.Statuses()
+	byspec := make(map[probes.CheckSpec]probes.Health, len(statuses))
+	for _, st := range statuses {
 		byspec[st.Spec] = st.Health
 	}
 	h.mu.Lock()
@@ -295,8 +347,12 @@ func (h *healthMonitor) liveViews(service string) map[string]map[string]string {
 // committed health of each ("" when none was committed yet, so the first
 // agreed state is recorded with its views).
 func checksFromState(st *fsm.State) (map[cluster.HealthKey]probes.CheckSpec, map[cluster.HealthKey]string) {
-	specs := map[cluster.HealthKey]probes.CheckSpec{}
-	committed := map[cluster.HealthKey]string{}
+	n := 0
+	for _, svc := range st.Services {
+		n += len(svc.Servers)
+	}
+	specs := make(map[cluster.HealthKey]probes.CheckSpec, n)
+	committed := make(map[cluster.HealthKey]string, n)
 	for name, svc := range st.Services {
 		for key, rs := range svc.Servers {
 			spec, ok := checkSpec(svc, rs)

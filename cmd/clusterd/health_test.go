@@ -327,3 +327,28 @@ func TestHealthMonitorRunReactsToChecks(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestHealthMonitorRunCommitsWhenViewsChange(t *testing.T) {
+	f := fsm.New()
+	node := newFakeHealthNode(f, true)
+	healthState(t, node.fakeConsensus)
+	h := newHealthMonitor("d1", testLogger(t), f, node, &fakeChecks{}, &fakeHooks{}, time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	node.setVoters(map[string]cluster.Voter{
+		"d1": {Views: views("down", webA)}, "d2": {Views: views("down", webA)}, "d3": {Views: views("up", webA)},
+	})
+	node.changed <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if hh, _ := serverHealth(f, webA); hh != nil && hh.State == "down" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leader did not commit what gossip agreed on")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
