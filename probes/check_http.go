@@ -40,7 +40,7 @@ type HTTPChecker struct {
 // NewHTTPChecker returns the real HTTP(S) checker, verifying against the
 // system's root certificates.
 func NewHTTPChecker() *HTTPChecker {
-	return &HTTPChecker{regexps: make(map[string]*regexp.Regexp), status: make(map[string]statusSet)}
+	return &HTTPChecker{dialer: checkDialer(), regexps: make(map[string]*regexp.Regexp), status: make(map[string]statusSet)}
 }
 
 // NewHTTPCheckerWithRoots returns an HTTP(S) checker that verifies

@@ -234,7 +234,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, s.maxInFlight)
+	// Workers outlive their attempts and take the next one from work, so
+	// that the goroutines and the stacks a dial grows are reused rather
+	// than made again ten thousand times a second. A new worker starts
+	// only when every existing one is busy, up to MaxInFlight.
+	work := make(chan *entry)
+	workers := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var due []*entry
@@ -253,14 +258,20 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 		for _, e := range due {
 			select {
-			case sem <- struct{}{}:
+			case work <- e:
+				continue
+			default:
+			}
+			if workers < s.maxInFlight {
+				workers++
+				wg.Go(func() { s.work(ctx, e, work) })
+				continue
+			}
+			select {
+			case work <- e:
 			case <-ctx.Done():
 				return nil
 			}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				s.attempt(ctx, e)
-			})
 		}
 		if len(due) > 0 {
 			continue // starting them took time: look again before sleeping
@@ -271,6 +282,19 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		case <-s.wake:
+		}
+	}
+}
+
+// work runs first, then every attempt handed to it, until ctx ends.
+func (s *Scheduler) work(ctx context.Context, first *entry, work <-chan *entry) {
+	s.attempt(ctx, first)
+	for {
+		select {
+		case e := <-work:
+			s.attempt(ctx, e)
+		case <-ctx.Done():
+			return
 		}
 	}
 }
