@@ -1,6 +1,7 @@
 // Package fsm is Directorate's replicated model: VIPs, virtual services and
-// real servers, the typed commands that change them, the validation rules the
-// kernel and the LVS model impose, and a pure Apply.
+// real servers (with their health checks, the health the directors agreed
+// on, quorums and sorry servers), the typed commands that change them, the
+// validation rules the kernel and the LVS model impose, and a pure Apply.
 //
 // Apply never reads a clock, a random source, the kernel or the network, so
 // every director that applies the same log reaches the same state.

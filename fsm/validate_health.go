@@ -13,10 +13,13 @@ import (
 // Limits on health-check settings. They keep a typo (an interval of 2ns,
 // a fall of 3000) from reaching every director's scheduler.
 const (
+	// MinCheckInterval and MaxCheckInterval bound CheckConfig.Interval.
 	MinCheckInterval = Duration(10 * time.Millisecond)
 	MaxCheckInterval = Duration(time.Hour)
-	MinCheckTimeout  = Duration(time.Millisecond)
-	MaxCheckTimeout  = Duration(5 * time.Minute)
+	// MinCheckTimeout and MaxCheckTimeout bound CheckConfig.Timeout,
+	// which may not exceed the interval either.
+	MinCheckTimeout = Duration(time.Millisecond)
+	MaxCheckTimeout = Duration(5 * time.Minute)
 	// MaxCheckCount bounds Rise and Fall.
 	MaxCheckCount = 100
 	// MaxCheckText bounds paths, host names, regexps and commands.
