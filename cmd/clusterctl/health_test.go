@@ -136,3 +136,23 @@ func TestServerDrainWait(t *testing.T) {
 	r = f.run(t, "server", "drain", "web", "10.0.1.1:80", "--timeout", "1s")
 	wantExit(t, r, exitUsage, "--timeout needs --wait")
 }
+
+func TestServiceShowHealthSettings(t *testing.T) {
+	f := setup(t)
+	f.must(t, "service", "set", "web", "--check", "tcp", "--quorum", "2", "--quorum-hysteresis", "1", "--sorry", "10.0.9.9:80", "--down-action", "remove")
+	f.mu.Lock()
+	f.services["web"].QuorumLost = true
+	f.services["web"].Check.Interval = fsm.Duration(2e9)
+	f.mu.Unlock()
+	out := strings.Join(strings.Fields(f.must(t, "service", "show", "web")), " ")
+	for _, want := range []string{
+		"Check: tcp every 2s",
+		"Down action: remove",
+		"Quorum: 2 (hysteresis 1, healthy weight 1): LOST",
+		"Sorry server: 10.0.9.9:80 Index:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("service show lacks %q:\n%s", want, out)
+		}
+	}
+}

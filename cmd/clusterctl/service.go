@@ -252,7 +252,11 @@ func (a *app) serviceShowCmd() *cobra.Command {
 				kv.row("Quorum:", fmt.Sprintf("%d (hysteresis %d, healthy weight %d): %s", q, s.QuorumHysteresis, fsm.HealthyWeight(&s), state))
 			}
 			if s.Sorry != nil {
-				kv.row("Sorry server:", fmt.Sprintf("%s %s", fsm.ServerKey(s.Sorry.Address, s.Sorry.Port), dash(string(s.Sorry.Method))))
+				sorry := fsm.ServerKey(s.Sorry.Address, s.Sorry.Port)
+				if s.Sorry.Method != "" {
+					sorry += " " + string(s.Sorry.Method)
+				}
+				kv.row("Sorry server:", sorry)
 			}
 			kv.row("Index:", fmt.Sprint(index))
 			if err := kv.write(a.stdout); err != nil {
