@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -84,7 +85,7 @@ func (c *HTTPChecker) check(ctx context.Context, spec CheckSpec) error {
 		req.Host = spec.Host
 	}
 
-	conn, err := c.dialer.DialContext(ctx, "tcp", spec.Target.String())
+	conn, err := c.dialer.DialTCP(ctx, "tcp", netip.AddrPort{}, spec.Target)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}

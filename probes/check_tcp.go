@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 )
 
 // TCPChecker is the checker of CheckTCP: an attempt succeeds when a TCP
@@ -22,7 +23,7 @@ func checkDialer() net.Dialer { return net.Dialer{KeepAlive: -1} }
 
 // Check implements Checker.
 func (c *TCPChecker) Check(ctx context.Context, spec CheckSpec) error {
-	conn, err := c.dialer.DialContext(ctx, "tcp", spec.Target.String())
+	conn, err := c.dialer.DialTCP(ctx, "tcp", netip.AddrPort{}, spec.Target)
 	if err != nil {
 		return fmt.Errorf("tcp connect %s: %w", spec.Target, err)
 	}
@@ -34,9 +35,7 @@ func (c *TCPChecker) Check(ctx context.Context, spec CheckSpec) error {
 // FIN. A director checking thousands of servers every second would
 // otherwise hold a TIME_WAIT socket per check for a minute; HAProxy's
 // checks close the same way for the same reason.
-func closeAbortive(conn net.Conn) {
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0) // best effort: a failure only leaves a TIME_WAIT behind
-	}
-	_ = conn.Close() // the check already has its answer
+func closeAbortive(conn *net.TCPConn) {
+	_ = conn.SetLinger(0) // best effort: a failure only leaves a TIME_WAIT behind
+	_ = conn.Close()      // the check already has its answer
 }
