@@ -99,8 +99,9 @@ func (cl *client) echo(t *testing.T, s string) {
 // in three namespaces (client, director, real servers) and checks that a
 // server agreed down keeps its established connection at weight 0, that
 // the sorry server takes new connections while the quorum is lost and
-// hands them back when it is regained, and that ReadService reports the
-// kernel's active connection counts.
+// hands them back when it is regained, that a drained server keeps its
+// connection while new ones avoid it, and that ReadService reports the
+// kernel's active connection counts falling to 0 once clients are done.
 //
 //	client 172.16.2.2 ── 172.16.2.1 (VIP) director 172.16.1.1 ── 172.16.1.2, .3, .4 (sorry) servers
 func TestKernelHealthSorryAndConnections(t *testing.T) {
@@ -143,6 +144,13 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 		go whoamiServer(ln)
 		return nil
 	})
+	var open []*client
+	closeAll := func() {
+		for _, cl := range open {
+			_ = cl.c.Close()
+		}
+		open = nil
+	}
 	dial := func(t *testing.T) *client {
 		t.Helper()
 		var cl *client
@@ -161,6 +169,7 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 			cl = &client{c: c, r: r, server: strings.TrimSpace(line)}
 			return nil
 		})
+		open = append(open, cl)
 		return cl
 	}
 
@@ -281,7 +290,50 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 		t.Error("the sorry server is still a destination after the quorum came back")
 	}
 	kept.echo(t, "recovered")
-	_ = kept.c.Close()
+	closeAll()
+
+	// Drain s1 with a kept connection on it: the connection carries on,
+	// new ones avoid s1, and once the client is done the kernel's active
+	// count reaches 0, which is what `server drain --wait` waits for.
+	var onS1 *client
+	for range 4 {
+		if cl := dial(t); cl.server == s1.String() {
+			onS1 = cl
+		}
+	}
+	if onS1 == nil {
+		t.Fatal("no connection reached s1")
+	}
+	drained := fsm.Drained
+	apply(fsm.UpdateServer{Service: "web", Address: s1.Addr(), Port: 8080, Patch: fsm.ServerPatch{Admin: &drained}})
+	for range 3 {
+		if cl := dial(t); cl.server != s2.String() {
+			t.Errorf("new connection to a drained service went to %s, want %s", cl.server, s2)
+		}
+	}
+	onS1.echo(t, "draining")
+	if dst := read().Dest(s1); dst == nil || dst.Weight != 0 || dst.ActiveConns == 0 {
+		t.Errorf("drained s1: %+v, want weight 0 with its connections active", dst)
+	}
+	closeAll()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		dst := read().Dest(s1)
+		if dst == nil {
+			t.Fatal("drained s1 left the table")
+		}
+		if dst.ActiveConns == 0 {
+			t.Logf("drained s1: 0 active, %d inactive connections", dst.InactiveConns)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("s1 still has %d active connections 15 s after its clients closed", dst.ActiveConns)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	enabled := fsm.Enabled
+	apply(fsm.UpdateServer{Service: "web", Address: s1.Addr(), Port: 8080, Patch: fsm.ServerPatch{Admin: &enabled}})
+	requireDest(read(), s1, 1, 0)
 
 	missing := key
 	missing.Port = 81
