@@ -293,7 +293,9 @@ func (s *store) updateService(c UpdateService) (func(), error) {
 	}
 	// A shallow copy: the real servers are untouched by a service patch
 	// (a new default method applies to servers added later), so the new
-	// service can share its Servers map with the one it replaces.
+	// service can share its Servers map with the one it replaces. The
+	// one exception, a check change that drops health, copies the map
+	// (recheckServers).
 	svc := *old
 	if pt.Scheduler != nil {
 		svc.Scheduler = *pt.Scheduler
