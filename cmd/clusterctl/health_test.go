@@ -156,3 +156,20 @@ func TestServiceShowHealthSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestServerLsWithoutTheHealthEndpoint(t *testing.T) {
+	f := setup(t)
+	f.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/health") {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"index":10,"error":{"code":"not_found","message":"no such endpoint"}}`))
+		return true
+	})
+	out := f.must(t, "server", "ls", "web")
+	if !strings.HasPrefix(out, "ADDRESS") || strings.Contains(out, "HEALTH") || !strings.Contains(out, "10.0.1.1:80") {
+		t.Errorf("server ls against a director without health:\n%s", out)
+	}
+}

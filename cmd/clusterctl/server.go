@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"net/netip"
 	"sort"
 	"time"
@@ -351,6 +353,12 @@ counts as up. Admin state (drained, disabled) always wins over health.`,
 				return a.printJSON(index, nonNil(list))
 			}
 			h, _, err := c.ServiceHealth(cmd.Context(), args[0])
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				// The service was just listed, so the endpoint is what is
+				// missing: a director older than health checks.
+				return serverTable(list).write(a.stdout)
+			}
 			if err != nil {
 				return err
 			}
