@@ -224,8 +224,15 @@ func (h *healthViews) merge(buf []byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	changed := false
+	dropped := 0
 	for _, o := range m.Origins {
-		if o.Origin == h.self || o.Origin == "" {
+		if o.Origin == h.self {
+			continue
+		}
+		// What a buggy or foreign peer sends must not reach a health.set,
+		// which Apply would refuse whole, holding up every other update.
+		if validNodeID(o.Origin) != nil {
+			dropped += len(o.Entries)
 			continue
 		}
 		ov := h.origins[o.Origin]
@@ -235,6 +242,10 @@ func (h *healthViews) merge(buf []byte) error {
 		}
 		listed := make(map[HealthKey]bool, len(o.Entries))
 		for _, e := range o.Entries {
+			if e.State != HealthUp && e.State != HealthDown && e.State != HealthUnknown {
+				dropped++
+				continue
+			}
 			k := HealthKey{Service: e.Service, Server: e.Server}
 			listed[k] = true
 			// An entry at or below the last full state's version that
@@ -257,6 +268,9 @@ func (h *healthViews) merge(buf []byte) error {
 	}
 	if changed {
 		h.notifyLocked()
+	}
+	if dropped > 0 {
+		return fmt.Errorf("health views: dropped %d entries with an invalid director id or state", dropped)
 	}
 	return nil
 }

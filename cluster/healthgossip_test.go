@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,6 +196,19 @@ func TestHealthViewsRejectsGarbage(t *testing.T) {
 	}
 	if err := b.merge(nil); err != nil {
 		t.Errorf("empty state (a peer without views): %v", err)
+	}
+	// Entries a health.set would be refused for are dropped; the rest of
+	// the message is kept.
+	bad := encodeHealth(wireMsg{Origins: []wireOrigin{
+		{Origin: "a", Entries: []wireEntry{{Service: "web", Server: "10.0.0.1:80", State: "sideways", Ver: 5}, {Service: "web", Server: "10.0.0.2:80", State: HealthUp, Ver: 5}}},
+		{Origin: "bad id!", Entries: []wireEntry{{Service: "web", Server: "10.0.0.1:80", State: HealthUp, Ver: 5}}},
+	}})
+	if err := b.merge(bad); err == nil || !strings.Contains(err.Error(), "dropped 2") {
+		t.Errorf("invalid entries: %v", err)
+	}
+	all := b.views(func(string) bool { return true })
+	if got, want := all["a"], map[HealthKey]string{{"web", "10.0.0.2:80"}: HealthUp}; !maps.Equal(got, want) || len(all) != 2 {
+		t.Errorf("after invalid entries: %v", all)
 	}
 }
 
