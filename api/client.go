@@ -560,6 +560,26 @@ func (c *Client) DeleteServer(ctx context.Context, service string, addr netip.Ad
 	return c.do(ctx, request{method: http.MethodDelete, segments: []string{"services", service, "servers", key}})
 }
 
+// ServiceHealth returns the committed and live health of a service's
+// real servers.
+func (c *Client) ServiceHealth(ctx context.Context, service string) (ServiceHealth, uint64, error) {
+	var h ServiceHealth
+	i, err := c.do(ctx, request{method: http.MethodGet, segments: []string{"services", service, "health"}, out: &h})
+	return h, i, err
+}
+
+// Connections returns a real server's connection counts in the leader's
+// kernel table.
+func (c *Client) Connections(ctx context.Context, service string, addr netip.Addr, port int) (Connections, uint64, error) {
+	key, err := serverKey(addr, port)
+	if err != nil {
+		return Connections{}, 0, err
+	}
+	var conns Connections
+	i, err := c.do(ctx, request{method: http.MethodGet, segments: []string{"services", service, "servers", key, "connections"}, out: &conns})
+	return conns, i, err
+}
+
 // serverKey refuses what fsm.ServerKey would silently mangle: an invalid
 // address, or a port that does not fit in 16 bits.
 func serverKey(addr netip.Addr, port int) (string, error) {

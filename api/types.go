@@ -16,6 +16,8 @@
 //	POST   /v1/services/{name}/servers             fsm.RealServer
 //	PATCH  /v1/services/{name}/servers/{addrport}  fsm.ServerPatch
 //	DELETE /v1/services/{name}/servers/{addrport}
+//	GET    /v1/services/{name}/health              ServiceHealth
+//	GET    /v1/services/{name}/servers/{addrport}/connections  Connections (the leader's kernel)
 //	GET    /v1/members                             []Member
 //	POST   /v1/members                             MemberAdd
 //	DELETE /v1/members/{id}[?force=true]
@@ -37,7 +39,10 @@
 // {addrport} is fsm.ServerKey, path-escaped. The GETs of the replicated
 // state and of /v1/members accept ?consistent (or ?consistent=true), which
 // is then answered by the leader after it confirms its leadership;
-// /v1/status and /v1/ipvs always describe the director asked. Writes sent
+// /v1/status and /v1/ipvs always describe the director asked; the
+// live views of /v1/services/{name}/health are those gossip delivered to
+// the director asked (the leader's with ?consistent), and connections are
+// always read from the leader's kernel table. Writes sent
 // to a follower are forwarded to the leader.
 //
 // Every success is a Response whose Data holds the type above, and every
@@ -247,4 +252,52 @@ type IPVSDestAttrs struct {
 	Lower         int    `json:"lower_threshold,omitempty"`
 	ActiveConns   int    `json:"active_conns,omitempty"`
 	InactiveConns int    `json:"inactive_conns,omitempty"`
+}
+
+// ServiceHealth is the health of a service's real servers: what the
+// directors agreed on (committed in the replicated state) and what each of
+// them sees now.
+type ServiceHealth struct {
+	Service string `json:"service"`
+	// Node is the director that answered; Live views are its view of the
+	// gossip.
+	Node string `json:"node"`
+	// HealthyWeight is the total weight of enabled, healthy servers;
+	// Quorum is the weight the service needs (0: none), and QuorumLost
+	// says the sorry server, if any, takes the traffic.
+	HealthyWeight int            `json:"healthy_weight"`
+	Quorum        int            `json:"quorum,omitempty"`
+	QuorumLost    bool           `json:"quorum_lost,omitempty"`
+	Servers       []ServerHealth `json:"servers"`
+}
+
+// ServerHealth is one real server's health.
+type ServerHealth struct {
+	Server string `json:"server"` // fsm.ServerKey
+	// Check is the kind of the check that applies ("" when not checked).
+	Check string `json:"check,omitempty"`
+	// Admin is the operator's state, which wins over health.
+	Admin fsm.AdminState `json:"admin"`
+	// State is the committed health: up or down, or empty while nothing
+	// was committed (the server counts as up). Index is the raft index of
+	// its last transition and Views each director's view then.
+	State string            `json:"state,omitempty"`
+	Index uint64            `json:"index,omitempty"`
+	Views map[string]string `json:"views,omitempty"`
+	// Live is each live director's current view: up, down or unknown.
+	Live map[string]string `json:"live,omitempty"`
+}
+
+// Connections are a real server's connection counts in the leader's
+// kernel IPVS table, which `clusterctl server drain --wait` polls.
+type Connections struct {
+	Node    string `json:"node"`
+	Service string `json:"service"`
+	Server  string `json:"server"`
+	// Present is false when the kernel table has no such destination
+	// (removed, or not programmed yet); the counts are then zero.
+	Present  bool `json:"present"`
+	Weight   int  `json:"weight"`
+	Active   int  `json:"active"`
+	Inactive int  `json:"inactive"`
 }

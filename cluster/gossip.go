@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -165,11 +166,16 @@ type memberlistGossip struct {
 	// keyring is memberlist's own, changed in place; nil when gossip is
 	// not encrypted.
 	keyring *memberlist.Keyring
+	// data receives user messages and push/pull state (health views).
+	data dataDelegate
 
 	cancel context.CancelFunc
 }
 
-var _ GossipEvents = (*memberlistGossip)(nil)
+var (
+	_ GossipEvents = (*memberlistGossip)(nil)
+	_ dataGossip   = (*memberlistGossip)(nil)
+)
 
 // gossipOptions are the inputs of memberlistConfig.
 type gossipOptions struct {
@@ -179,6 +185,9 @@ type gossipOptions struct {
 	timing    Timing
 	// keyring encrypts gossip; nil leaves it plaintext.
 	keyring *GossipKeyring
+	// data, when set, receives user data from the start, so the first
+	// push/pull of a join already carries it.
+	data dataDelegate
 }
 
 // memberlistConfig builds the memberlist configuration. It is the one place
@@ -241,7 +250,7 @@ func splitHostPort(hp string) (string, int, error) {
 // Shutdown is called.
 func startMemberlist(o gossipOptions, meta NodeMeta, join []string, log *slog.Logger) (*memberlistGossip, error) {
 	log = log.With("component", "memberlist")
-	g := &memberlistGossip{log: log, members: map[string]GossipMember{}, changed: make(chan struct{}, 1)}
+	g := &memberlistGossip{log: log, members: map[string]GossipMember{}, changed: make(chan struct{}, 1), data: o.data}
 	if err := g.setMetaLocked(meta); err != nil {
 		return nil, err
 	}
@@ -373,8 +382,8 @@ func (g *memberlistGossip) notifyChanged() {
 	}
 }
 
-// memberlist.Delegate. Only NodeMeta carries data; Directorate sends no
-// user messages over gossip.
+// memberlist.Delegate. NodeMeta carries the metadata; user messages,
+// broadcasts and push/pull state carry health views (dataDelegate).
 
 func (g *memberlistGossip) NodeMeta(limit int) []byte {
 	g.mu.Lock()
@@ -382,10 +391,71 @@ func (g *memberlistGossip) NodeMeta(limit int) []byte {
 	// encode() already refused metadata over the limit.
 	return g.encoded
 }
-func (g *memberlistGossip) NotifyMsg([]byte)                           {}
-func (g *memberlistGossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (g *memberlistGossip) LocalState(join bool) []byte                { return nil }
-func (g *memberlistGossip) MergeRemoteState(buf []byte, join bool)     {}
+
+func (g *memberlistGossip) dataDelegate() dataDelegate {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.data
+}
+
+func (g *memberlistGossip) NotifyMsg(b []byte) {
+	if d := g.dataDelegate(); d != nil {
+		d.NotifyMsg(b)
+	}
+}
+
+func (g *memberlistGossip) GetBroadcasts(overhead, limit int) [][]byte {
+	if d := g.dataDelegate(); d != nil {
+		return d.GetBroadcasts(overhead, limit)
+	}
+	return nil
+}
+
+func (g *memberlistGossip) LocalState(join bool) []byte {
+	if d := g.dataDelegate(); d != nil {
+		return d.LocalState(join)
+	}
+	return nil
+}
+
+func (g *memberlistGossip) MergeRemoteState(buf []byte, join bool) {
+	if d := g.dataDelegate(); d != nil {
+		d.MergeRemoteState(buf, join)
+	}
+}
+
+// SetDataDelegate implements dataGossip.
+func (g *memberlistGossip) SetDataDelegate(d dataDelegate) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.data = d
+}
+
+// NumMembers implements dataGossip.
+func (g *memberlistGossip) NumMembers() int { return g.ml.NumMembers() }
+
+// SendToAll implements dataGossip. It addresses members from this
+// gossip's own copy of the member list, because the *Node values of
+// memberlist.Members are shared with memberlist's goroutines.
+func (g *memberlistGossip) SendToAll(msg []byte) error {
+	self := g.ml.LocalNode().Name
+	var errs []error
+	for _, m := range g.Members() {
+		if m.Name == self || m.State != GossipAlive {
+			continue
+		}
+		host, port, err := splitHostPort(m.Addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("send to %s: %w", m.Name, err))
+			continue
+		}
+		to := &memberlist.Node{Name: m.Name, Addr: net.ParseIP(host), Port: uint16(port)}
+		if err := g.ml.SendReliable(to, msg); err != nil {
+			errs = append(errs, fmt.Errorf("send to %s: %w", m.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // memberlist.EventDelegate.
 

@@ -134,6 +134,8 @@ type fakeGossip struct {
 	state   string
 	sets    int // SetMeta calls
 	changed chan struct{}
+	// data receives user data (health views).
+	data dataDelegate
 }
 
 var _ GossipEvents = (*fakeGossip)(nil)

@@ -147,6 +147,11 @@ type Node struct {
 	publishMu sync.Mutex
 	published NodeMeta
 
+	// health holds every director's health views; healthKick wakes
+	// healthLoop to send this director's changes.
+	health     *healthViews
+	healthKick chan struct{}
+
 	// Leader duties (auto-join, dead-director cleanup, late peers,
 	// auto_failback) run while this node leads; nil in unit tests of the
 	// leadership loop alone.
@@ -192,16 +197,17 @@ func New(cfg Config, f *fsm.FSM, opts ...Option) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg:       cfg,
-		timing:    timing,
-		id:        raft.ServerID(cfg.NodeID),
-		log:       logger,
-		forwarder: o.forwarder,
-		notifyCh:  make(chan bool, 16),
-		events:    make(chan LeadershipEvent),
-		raftDown:  make(chan struct{}),
-		loopDone:  make(chan struct{}),
-		metaKick:  make(chan struct{}, 1),
+		cfg:        cfg,
+		timing:     timing,
+		id:         raft.ServerID(cfg.NodeID),
+		log:        logger,
+		forwarder:  o.forwarder,
+		notifyCh:   make(chan bool, 16),
+		events:     make(chan LeadershipEvent),
+		raftDown:   make(chan struct{}),
+		loopDone:   make(chan struct{}),
+		metaKick:   make(chan struct{}, 1),
+		healthKick: make(chan struct{}, 1),
 		// One pending request is enough: a newer one replaces nothing
 		// and is sent again while the condition lasts.
 		failbackCh: make(chan FailbackRequest, 1),
@@ -209,6 +215,7 @@ func New(cfg Config, f *fsm.FSM, opts ...Option) (*Node, error) {
 		cancel:     cancel,
 	}
 	n.duties = newDutyRunner(ctx, n.membershipLoop, n.watchLoop)
+	n.health = newHealthViews(cfg.NodeID, logger.With("component", "health-gossip"), time.Now, n.liveGossipMembers)
 	if err := n.start(o); err != nil {
 		cancel()
 		n.duties.close()
@@ -349,6 +356,7 @@ func (n *Node) start(o options) error {
 		g, err := startMemberlist(gossipOptions{
 			name: n.cfg.NodeID, bind: n.cfg.GossipBind, advertise: n.cfg.GossipAdvertise, timing: n.timing,
 			keyring: o.keyring,
+			data:    n.health,
 		}, meta, n.cfg.Join, n.log)
 		if err != nil {
 			return err
@@ -357,6 +365,11 @@ func (n *Node) start(o options) error {
 	}
 	n.wg.Add(1)
 	go n.metaLoop()
+	if dg, ok := n.gossip.(dataGossip); ok {
+		dg.SetDataDelegate(n.health)
+		n.wg.Add(1)
+		go n.healthLoop(dg)
+	}
 	// The leader's duties use gossip, so leadership is acted on only now;
 	// raft's notifications wait in notifyCh meanwhile.
 	n.loopStarted = true
@@ -602,6 +615,18 @@ func (n *Node) gossipMember(id string) (GossipMember, bool) {
 		}
 	}
 	return GossipMember{}, false
+}
+
+// liveGossipMembers counts the directors alive in gossip, for the
+// retransmit limit of health-view broadcasts.
+func (n *Node) liveGossipMembers() int {
+	c := 0
+	for _, m := range n.gossip.Members() {
+		if m.State == GossipAlive {
+			c++
+		}
+	}
+	return c
 }
 
 // GossipMembers returns every director gossip has seen, this one included.

@@ -107,3 +107,42 @@ func BenchmarkRestore(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplySetHealth commits a batch of 100 health transitions, one
+// server in each of 100 services, against a 10,000 × 10 site where every
+// server is checked and every service has a quorum: the cost must follow
+// the batch (and the touched services' size), not the state.
+func BenchmarkApplySetHealth(b *testing.B) {
+	st := bigState(10_000, 10)
+	for _, svc := range st.Services {
+		svc.Check = &CheckConfig{Kind: CheckTCP, Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout,
+			Rise: DefaultCheckRise, Fall: DefaultCheckFall}
+		svc.Quorum = 10
+	}
+	f := New()
+	if err := f.Restore(bytes.NewReader(mustSnapshot(b, st))); err != nil {
+		b.Fatal(err)
+	}
+	var entries [2][]byte
+	for i, state := range []string{HealthDown, HealthUp} {
+		var c SetHealth
+		for s := range 100 {
+			n := s * 100
+			c.Updates = append(c.Updates, HealthUpdate{Service: fmt.Sprintf("s%05d", n),
+				Server: ServerKey(netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 3}), 8080), State: state,
+				Views: map[string]string{"d1": state, "d2": state, "d3": HealthUnknown}})
+		}
+		entries[i] = mustEncode(b, c)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if err := f.Apply(uint64(i+1), entries[i&1]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.Read(func(st *State) {
+		if st.Services["s00100"].QuorumUp() == (b.N%2 == 1) {
+			b.Fatalf("after %d batches, quorum up is %t", b.N, st.Services["s00100"].QuorumUp())
+		}
+	})
+}

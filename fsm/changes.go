@@ -46,6 +46,13 @@ func touched(cmd Command) (services []string, full bool) {
 	case InstallKey, UseKey, RemoveKey:
 		// The keyring is not part of the IPVS table.
 		return nil, false
+	case SetHealth:
+		services = make([]string, 0, len(c.Updates))
+		for _, u := range c.Updates {
+			services = append(services, u.Service)
+		}
+		slices.Sort(services)
+		return slices.Compact(services), false
 	}
 	return nil, true
 }

@@ -42,6 +42,11 @@ func (svc *Service) Clone() *Service {
 		p := *svc.Persistence
 		c.Persistence = &p
 	}
+	c.Check = svc.Check.clone()
+	if svc.Sorry != nil {
+		sorry := *svc.Sorry
+		c.Sorry = &sorry
+	}
 	if svc.Servers != nil {
 		// maps.Clone copies the table without rehashing; re-pointing
 		// the existing keys at the copies then allocates nothing.
@@ -52,8 +57,30 @@ func (svc *Service) Clone() *Service {
 				continue
 			}
 			servers = append(servers, *srv)
-			c.Servers[key] = &servers[len(servers)-1]
+			cs := &servers[len(servers)-1]
+			cs.Check = srv.Check.clone()
+			cs.Health = srv.Health.clone()
+			c.Servers[key] = cs
 		}
 	}
+	return &c
+}
+
+// clone copies cc; nil stays nil.
+func (cc *CheckConfig) clone() *CheckConfig {
+	if cc == nil {
+		return nil
+	}
+	c := *cc
+	return &c
+}
+
+// clone copies h, its views included; nil stays nil.
+func (h *Health) clone() *Health {
+	if h == nil {
+		return nil
+	}
+	c := *h
+	c.Views = maps.Clone(h.Views)
 	return &c
 }

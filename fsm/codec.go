@@ -103,6 +103,8 @@ func Decode(data []byte) (Command, error) {
 		return decodePayload[UseKey](env)
 	case TypeRemoveKey:
 		return decodePayload[RemoveKey](env)
+	case TypeSetHealth:
+		return decodePayload[SetHealth](env)
 	}
 	return nil, fmt.Errorf("command type %q is unknown to this director (command version %d): upgrade this director: %w",
 		env.Type, CommandVersion, ErrUnsupportedCommand)
@@ -144,7 +146,7 @@ func normalize(cmd Command) (Command, error) {
 	case AddVIP, DeleteVIP, AddService, UpdateService, DeleteService,
 		AddServer, UpdateServer, DeleteServer, ReplaceState,
 		CreateToken, RevokeToken,
-		InstallKey, UseKey, RemoveKey:
+		InstallKey, UseKey, RemoveKey, SetHealth:
 		return c, nil
 	case *AddVIP:
 		return derefCommand(c)
@@ -173,6 +175,8 @@ func normalize(cmd Command) (Command, error) {
 	case *UseKey:
 		return derefCommand(c)
 	case *RemoveKey:
+		return derefCommand(c)
+	case *SetHealth:
 		return derefCommand(c)
 	case nil:
 		return nil, &FieldError{Field: "command", Reason: "missing", Kind: ErrInvalid}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sampleCommands returns one command of every type, with most fields
@@ -33,6 +34,21 @@ func sampleCommands(t testing.TB) []Command {
 			UpperThreshold: ptr(20), LowerThreshold: ptr(10), Admin: ptr(Enabled)}},
 		DeleteServer{Service: "dns", Address: addr("10.0.0.2"), Port: 53},
 		ReplaceState{State: *configState(t)},
+		AddService{Service: Service{Name: "chk", VIP: "v4", Protocol: TCP, Port: 8081, Scheduler: "wrr", Method: NAT,
+			Check: &CheckConfig{Kind: CheckHTTP, Port: 8082, Interval: Duration(time.Second), Timeout: Duration(300 * time.Millisecond),
+				Jitter: Duration(100 * time.Millisecond), Rise: 3, Fall: 2, Path: "/ping", Host: "chk.example", ExpectStatus: "204", BodyRegex: "^$"},
+			DownAction: DownRemove, Quorum: 2, QuorumHysteresis: 1, Sorry: &SorryServer{Address: addr("10.2.0.99"), Port: 80},
+			Servers: servers(RealServer{Address: addr("10.2.0.1"), Port: 8081, Weight: 2,
+				Check: &CheckConfig{Kind: CheckExec, Command: "exit 0", Timeout: Duration(time.Second)}})}},
+		UpdateService{Name: "web", Patch: ServicePatch{Check: &CheckConfig{Kind: CheckTCP}, DownAction: ptr(DownQuiesce),
+			Quorum: ptr(4), QuorumHysteresis: ptr(1), Sorry: &SorryServer{Address: addr("10.0.0.98"), Port: 8080, Method: NAT}}},
+		UpdateService{Name: "dns", Patch: ServicePatch{NoCheck: true, NoSorry: true}},
+		UpdateServer{Service: "web", Address: addr("10.0.0.1"), Port: 8080, Patch: ServerPatch{Check: &CheckConfig{Kind: CheckNone}}},
+		UpdateServer{Service: "web", Address: addr("2001:db8:1::1"), Port: 80, Patch: ServerPatch{NoCheck: true}},
+		SetHealth{Updates: []HealthUpdate{
+			{Service: "web", Server: "10.0.0.1:8080", State: HealthUp, Views: map[string]string{"d1": HealthUp, "d2": HealthUnknown}},
+			{Service: "fw6", Server: "[2001:db8:1::2]:0", State: HealthDown},
+		}},
 	}
 }
 

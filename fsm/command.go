@@ -23,6 +23,7 @@ const (
 	TypeUpdateServer  CommandType = "server.update"
 	TypeDeleteServer  CommandType = "server.delete"
 	TypeReplaceState  CommandType = "state.replace"
+	TypeSetHealth     CommandType = "health.set"
 )
 
 // Command is one typed change to the replicated state. Every payload type
@@ -60,6 +61,18 @@ type ServicePatch struct {
 	NoPersistence bool    `json:"no_persistence,omitempty"`
 	OnePacket     *bool   `json:"one_packet,omitempty"`
 	Method        *Method `json:"method,omitempty"`
+	// Check replaces the service's default check; NoCheck removes it and
+	// conflicts with Check.
+	Check   *CheckConfig `json:"check,omitempty"`
+	NoCheck bool         `json:"no_check,omitempty"`
+	// DownAction is DownQuiesce or DownRemove.
+	DownAction       *DownAction `json:"down_action,omitempty"`
+	Quorum           *int        `json:"quorum,omitempty"`
+	QuorumHysteresis *int        `json:"quorum_hysteresis,omitempty"`
+	// Sorry sets the sorry server; NoSorry removes it and conflicts with
+	// Sorry.
+	Sorry   *SorryServer `json:"sorry,omitempty"`
+	NoSorry bool         `json:"no_sorry,omitempty"`
 }
 
 // UpdateService patches a service.
@@ -91,6 +104,11 @@ type ServerPatch struct {
 	UpperThreshold *int            `json:"upper_threshold,omitempty"`
 	LowerThreshold *int            `json:"lower_threshold,omitempty"`
 	Admin          *AdminState     `json:"admin,omitempty"`
+	// Check sets the server's own check, overriding the service's;
+	// NoCheck removes the override, so the service's check applies
+	// again. They conflict.
+	Check   *CheckConfig `json:"check,omitempty"`
+	NoCheck bool         `json:"no_check,omitempty"`
 }
 
 // UpdateServer patches one real server.
@@ -112,6 +130,15 @@ type DeleteServer struct {
 // restore` does. The state is validated as a whole; its Index is ignored.
 type ReplaceState struct {
 	State State `json:"state"`
+}
+
+// SetHealth commits the directors' agreed health of real servers. The
+// leader proposes it in batches. An update naming a service or server that
+// no longer exists, or a server that is no longer checked, is skipped
+// rather than refused: the server may have changed since the directors
+// voted, and the rest of the batch is still good.
+type SetHealth struct {
+	Updates []HealthUpdate `json:"updates"`
 }
 
 // Type implements Command.
@@ -140,3 +167,6 @@ func (DeleteServer) Type() CommandType { return TypeDeleteServer }
 
 // Type implements Command.
 func (ReplaceState) Type() CommandType { return TypeReplaceState }
+
+// Type implements Command.
+func (SetHealth) Type() CommandType { return TypeSetHealth }

@@ -323,7 +323,7 @@ func TestCheckDoesNotModifyTheCommand(t *testing.T) {
 // the state must not see it.
 func TestAddDoesNotAliasTheCommand(t *testing.T) {
 	s := newStore()
-	commit, err := s.prepare(AddVIP{VIP: VIP{Name: "v", Prefix: pfx("192.0.2.1/32")}})
+	commit, err := s.prepare(AddVIP{VIP: VIP{Name: "v", Prefix: pfx("192.0.2.1/32")}}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestAddDoesNotAliasTheCommand(t *testing.T) {
 	cmd := AddService{Service: Service{Name: "s", VIP: "v", Protocol: TCP, Port: 80, Scheduler: "rr", Method: NAT,
 		Persistence: &Persistence{Timeout: 60},
 		Servers:     servers(RealServer{Address: addr("10.0.0.1"), Port: 80})}}
-	if commit, err = s.prepare(cmd); err != nil {
+	if commit, err = s.prepare(cmd, 2); err != nil {
 		t.Fatal(err)
 	}
 	commit()
@@ -343,7 +343,7 @@ func TestAddDoesNotAliasTheCommand(t *testing.T) {
 		t.Errorf("state aliases the command: %+v", got)
 	}
 	rs := ReplaceState{State: *s.state.Clone()}
-	if commit, err = s.prepare(rs); err != nil {
+	if commit, err = s.prepare(rs, 3); err != nil {
 		t.Fatal(err)
 	}
 	commit()

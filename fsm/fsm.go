@@ -71,7 +71,7 @@ func (f *FSM) Apply(index uint64, data []byte) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	commit, err := f.s.prepare(cmd)
+	commit, err := f.s.prepare(cmd, index)
 	if err == nil {
 		commit()
 		f.changes.record(index, cmd)
@@ -92,7 +92,7 @@ func (f *FSM) Check(cmd Command) error {
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	_, err = f.s.prepare(c)
+	_, err = f.s.prepare(c, f.s.state.Index+1)
 	return err
 }
 

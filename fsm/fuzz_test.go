@@ -32,11 +32,20 @@ func FuzzApply(f *testing.F) {
 		InstallKey{Key: bytes.Repeat([]byte{2}, GossipKeyLen)},
 		UseKey{Fingerprint: KeyFingerprint(bytes.Repeat([]byte{2}, GossipKeyLen))},
 		RemoveKey{Fingerprint: KeyFingerprint(bytes.Repeat([]byte{1}, GossipKeyLen))},
+		UpdateService{Name: "fw6", Patch: ServicePatch{Check: &CheckConfig{Kind: CheckTCP}}},
+		UpdateService{Name: "web", Patch: ServicePatch{Quorum: ptr(1), QuorumHysteresis: ptr(1)}},
+		UpdateService{Name: "web", Patch: ServicePatch{Sorry: &SorryServer{Address: addr("10.0.0.1"), Port: 8080}}},
+		UpdateServer{Service: "web", Address: addr("10.0.0.1"), Port: 8080, Patch: ServerPatch{Check: &CheckConfig{Kind: CheckNone, Rise: 1}}},
+		AddServer{Service: "web", Server: RealServer{Address: addr("10.0.0.99"), Port: 8080}},
+		SetHealth{Updates: []HealthUpdate{{Service: "web", Server: "10.0.0.1:8080", State: HealthUp}, {Service: "web", Server: "10.0.0.1:8080", State: HealthDown}}},
+		SetHealth{Updates: []HealthUpdate{{Service: "fwv", Server: "[2001:db8:1::3]:8443", State: HealthDown}}},
 	} {
 		f.Add(mustEncode(f, cmd))
 	}
 	f.Add([]byte(`{"v":1,"type":"state.replace","payload":{"state":{"vips":{"a":null},"services":{"b":{"name":"b","servers":{"x":null}}}}}}`))
 	f.Add([]byte(`{"v":1,"type":"server.update","payload":{"service":"web","address":"10.0.0.1","port":73616,"patch":{"weight":1}}}`))
+	f.Add([]byte(`{"v":1,"type":"service.update","payload":{"name":"web","patch":{"check":{"kind":"http","interval":"1ns","body_regex":"(("}}}}`))
+	f.Add([]byte(`{"v":1,"type":"health.set","payload":{"updates":[{"service":"web","server":"10.0.0.1:8080","state":"down","views":{"":"up"}}]}}`))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cmd, err := Decode(data)

@@ -1,6 +1,7 @@
 // Package fsm is Directorate's replicated model: VIPs, virtual services and
-// real servers, the typed commands that change them, the validation rules the
-// kernel and the LVS model impose, and a pure Apply.
+// real servers (with their health checks, the health the directors agreed
+// on, quorums and sorry servers), the typed commands that change them, the
+// validation rules the kernel and the LVS model impose, and a pure Apply.
 //
 // Apply never reads a clock, a random source, the kernel or the network, so
 // every director that applies the same log reaches the same state.
@@ -143,6 +144,28 @@ type Service struct {
 	Method Method `json:"method"`
 	// Servers are keyed by ServerKey.
 	Servers map[string]*RealServer `json:"servers,omitempty"`
+
+	// Check is the health check of servers without their own.
+	Check *CheckConfig `json:"check,omitempty"`
+	// DownAction is what a server found down becomes; empty means
+	// DownQuiesce.
+	DownAction DownAction `json:"down_action,omitempty"`
+	// Quorum is the least total weight of healthy, enabled servers the
+	// service needs; below it the sorry server takes the traffic and the
+	// quorum hooks run. 0 means none, or 1 when Sorry is set.
+	Quorum int `json:"quorum,omitempty"`
+	// QuorumHysteresis widens the threshold both ways: quorum is lost
+	// below Quorum-QuorumHysteresis and regained at
+	// Quorum+QuorumHysteresis, so a server flapping at the edge does not
+	// flip traffic to the sorry server and back.
+	QuorumHysteresis int `json:"quorum_hysteresis,omitempty"`
+	// Sorry receives the traffic while the service is below quorum.
+	Sorry *SorryServer `json:"sorry,omitempty"`
+	// QuorumLost is derived: Apply maintains it from the servers' health,
+	// admin state and weight with the hysteresis above. Requests may not
+	// set it; a snapshot carries it because inside the hysteresis band it
+	// depends on history.
+	QuorumLost bool `json:"quorum_lost,omitempty"`
 }
 
 // RealServer is a backend of one virtual service.
@@ -159,6 +182,12 @@ type RealServer struct {
 	UpperThreshold int            `json:"upper_threshold,omitempty"`
 	LowerThreshold int            `json:"lower_threshold,omitempty"`
 	Admin          AdminState     `json:"admin"`
+	// Check overrides the service's check for this server, whole; kind
+	// none means always up.
+	Check *CheckConfig `json:"check,omitempty"`
+	// Health is the agreed result of the server's check, written only by
+	// SetHealth. Nil means never checked or not checked: up.
+	Health *Health `json:"health,omitempty"`
 }
 
 // ServerKey is the identity of a real server within its service, as

@@ -25,18 +25,32 @@ func richState(t testing.TB) *State {
 		Services: map[string]*Service{
 			"web": {Name: "web", VIP: "v4", Protocol: TCP, Port: 80, Family: IPv4, Scheduler: "sh",
 				SchedFlags: SchedFlags{SHFallback: true, SHPort: true}, Persistence: &Persistence{Timeout: 300, PrefixLen: 24}, Method: NAT,
+				Check: &CheckConfig{Kind: CheckHTTPS, Port: 8443, Interval: Duration(3 * time.Second), Timeout: Duration(1500 * time.Millisecond),
+					Jitter: Duration(200 * time.Millisecond), Rise: 2, Fall: 3, Path: "/healthz", Host: "www.example.com",
+					ExpectStatus: "200-299,301", BodyRegex: "ok|healthy", TLSVerify: true, ServerName: "www.example.com"},
+				DownAction: DownRemove, Quorum: 10, QuorumHysteresis: 2,
+				Sorry: &SorryServer{Address: addr("10.0.0.99"), Port: 8080, Method: NAT},
+				// 10.0.0.1 is down and the other is drained: no healthy weight.
+				QuorumLost: true,
 				Servers: servers(
-					RealServer{Address: addr("10.0.0.1"), Port: 8080, Method: NAT, Weight: 10, UpperThreshold: 1000, LowerThreshold: 800, Admin: Enabled},
+					RealServer{Address: addr("10.0.0.1"), Port: 8080, Method: NAT, Weight: 10, UpperThreshold: 1000, LowerThreshold: 800, Admin: Enabled,
+						Health: &Health{State: HealthDown, Index: 40, Views: map[string]string{"d1": HealthDown, "d2": HealthDown, "d3": HealthUnknown}}},
 					RealServer{Address: addr("2001:db8:1::1"), Port: 80, Method: TUN, Tunnel: TunnelGUE, TunnelPort: 6080,
-						TunnelChecksum: ChecksumRemote, Weight: 5, Admin: Drained},
+						TunnelChecksum: ChecksumRemote, Weight: 5, Admin: Drained,
+						Check: &CheckConfig{Kind: CheckDNS, Port: 53, Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond),
+							Rise: 1, Fall: 2, DNSName: "health.example.com.", DNSType: "AAAA", DNSExpect: "2001:db8::"},
+						Health: &Health{State: HealthUp, Index: 41}},
 				)},
 			"dns": {Name: "dns", VIP: "v4", Protocol: UDP, Port: 53, Family: IPv4, Scheduler: "mh",
 				SchedFlags: SchedFlags{MHFallback: true, MHPort: true}, OnePacket: true, Method: DR,
+				Check: &CheckConfig{Kind: CheckExec, Interval: Duration(5 * time.Second), Timeout: Duration(2 * time.Second), Rise: 1, Fall: 1,
+					Command: "/usr/local/bin/check-dns \"$DIRECTORATE_CHECK_ADDR\""},
 				Servers: servers(RealServer{Address: addr("10.0.0.2"), Port: 53, Method: DR, Weight: 1, Admin: Disabled})},
 			"fw6": {Name: "fw6", FWMark: MaxFWMark, Family: IPv6, Scheduler: "wlc", Persistence: &Persistence{Timeout: 60}, Method: TUN,
-				Servers: servers(RealServer{Address: addr("2001:db8:1::2"), Method: TUN, Tunnel: TunnelGRE, TunnelChecksum: ChecksumOn, Weight: MaxWeight, Admin: Enabled})},
+				Servers: servers(RealServer{Address: addr("2001:db8:1::2"), Method: TUN, Tunnel: TunnelGRE, TunnelChecksum: ChecksumOn, Weight: MaxWeight, Admin: Enabled,
+					Check: &CheckConfig{Kind: CheckTCP, Port: 22, Interval: DefaultCheckInterval, Timeout: DefaultCheckTimeout, Rise: DefaultCheckRise, Fall: DefaultCheckFall}})},
 			"fwv": {Name: "fwv", FWMark: 7, VIP: "v6", Family: IPv6, Scheduler: "rr", Method: NAT,
-				Servers: servers(RealServer{Address: addr("2001:db8:1::3"), Port: 8443, Method: NAT, Admin: Enabled})},
+				Servers: servers(RealServer{Address: addr("2001:db8:1::3"), Port: 8443, Method: NAT, Admin: Enabled, Check: &CheckConfig{Kind: CheckNone}})},
 			"sctp": {Name: "sctp", VIP: "v6", Protocol: SCTP, Port: 3868, Family: IPv6, Scheduler: "lblcr", Method: DR},
 		},
 		Tokens: map[string]*Token{
@@ -98,7 +112,8 @@ func TestRichStateSetsEveryField(t *testing.T) {
 	}
 	walk(reflect.ValueOf(richState(t)))
 	for _, typ := range []reflect.Type{reflect.TypeFor[State](), reflect.TypeFor[VIP](), reflect.TypeFor[Service](),
-		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer](), reflect.TypeFor[Token](), reflect.TypeFor[Keyring]()} {
+		reflect.TypeFor[SchedFlags](), reflect.TypeFor[Persistence](), reflect.TypeFor[RealServer](), reflect.TypeFor[Token](), reflect.TypeFor[Keyring](),
+		reflect.TypeFor[CheckConfig](), reflect.TypeFor[SorryServer](), reflect.TypeFor[Health]()} {
 		for i := range typ.NumField() {
 			if name := typ.Field(i).Name; !set[typ][name] {
 				t.Errorf("richState never sets %s.%s", typ.Name(), name)
@@ -186,6 +201,11 @@ func TestCloneIsDeep(t *testing.T) {
 	c.Services["web"].Persistence.Timeout = 1
 	c.Services["web"].Servers["10.0.0.1:8080"].Weight = 1
 	c.Services["web"].Servers["new"] = nil
+	c.Services["web"].Check.Path = "/changed"
+	c.Services["web"].Sorry.Port = 1
+	c.Services["web"].Servers["10.0.0.1:8080"].Health.State = HealthUp
+	c.Services["web"].Servers["10.0.0.1:8080"].Health.Views["d1"] = HealthUp
+	c.Services["web"].Servers["[2001:db8:1::1]:80"].Check.DNSName = "changed."
 	delete(c.Services, "dns")
 	if after := snapshotBytes(t, f); !bytes.Equal(before, after) {
 		t.Error("changing a clone changed the FSM")
@@ -209,9 +229,12 @@ func randomLog(t testing.TB, n int, seed uint64) []logEntry {
 	port := func() int { return []int{0, 80, 443, 8080}[r.IntN(4)] }
 	method := func() Method { return []Method{"", NAT, DR, TUN}[r.IntN(4)] }
 	var log []logEntry
+	// known remembers servers the log added, so health updates mostly
+	// name servers that may exist.
+	var known [][2]string
 	for i := range n {
 		var cmd Command
-		switch r.IntN(12) {
+		switch r.IntN(16) {
 		case 0:
 			cmd = AddVIP{VIP: VIP{Name: vip(), Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(r.IntN(8))}), 24+r.IntN(9))}}
 		case 1:
@@ -226,17 +249,62 @@ func randomLog(t testing.TB, n int, seed uint64) []logEntry {
 			if r.IntN(3) == 0 {
 				s.Servers = servers(RealServer{Address: a(), Port: port(), Weight: r.IntN(3)})
 			}
+			if r.IntN(2) == 0 {
+				s.Check = &CheckConfig{Kind: CheckTCP, Port: 22}
+			}
+			for key := range s.Servers {
+				known = append(known, [2]string{s.Name, key})
+			}
 			cmd = AddService{Service: s}
 		case 4:
 			cmd = UpdateService{Name: svc(), Patch: ServicePatch{Method: ptr(method()), OnePacket: ptr(r.IntN(2) == 0)}}
 		case 5:
 			cmd = DeleteService{Name: svc()}
 		case 6, 7, 8:
-			cmd = AddServer{Service: svc(), Server: RealServer{Address: a(), Port: port(), Method: method(), Weight: r.IntN(5)}}
+			srv := RealServer{Address: a(), Port: port(), Method: method(), Weight: r.IntN(5)}
+			c := AddServer{Service: svc(), Server: srv}
+			known = append(known, [2]string{c.Service, srv.Key()})
+			cmd = c
 		case 9, 10:
 			cmd = UpdateServer{Service: svc(), Address: a(), Port: port(), Patch: ServerPatch{Weight: ptr(r.IntN(5)), Admin: ptr([]AdminState{Enabled, Drained, Disabled}[r.IntN(3)])}}
 		case 11:
 			cmd = DeleteServer{Service: svc(), Address: a(), Port: port()}
+		case 12, 13:
+			var c SetHealth
+			for range 1 + r.IntN(3) {
+				u := HealthUpdate{Service: svc(), Server: ServerKey(a(), port()),
+					State: []string{HealthUp, HealthDown}[r.IntN(2)], Views: map[string]string{"d1": HealthUp}}
+				if len(known) > 0 && r.IntN(4) != 0 {
+					k := known[max(0, len(known)-1-r.IntN(30))]
+					u.Service, u.Server = k[0], k[1]
+				}
+				c.Updates = append(c.Updates, u)
+			}
+			cmd = c
+		case 14:
+			pt := ServicePatch{Quorum: ptr(r.IntN(4)), QuorumHysteresis: ptr(r.IntN(2)),
+				DownAction: ptr([]DownAction{DownQuiesce, DownRemove}[r.IntN(2)])}
+			switch r.IntN(3) {
+			case 0:
+				pt.Check = &CheckConfig{Kind: []string{CheckTCP, CheckNone, CheckExec}[r.IntN(3)]}
+				if pt.Check.Kind == CheckExec {
+					pt.Check.Command = "true"
+				}
+			case 1:
+				pt.NoCheck = true
+			}
+			if r.IntN(2) == 0 {
+				pt.Sorry = &SorryServer{Address: a(), Port: port()}
+			} else {
+				pt.NoSorry = true
+			}
+			cmd = UpdateService{Name: svc(), Patch: pt}
+		case 15:
+			pt := ServerPatch{NoCheck: true}
+			if r.IntN(2) == 0 {
+				pt = ServerPatch{Check: &CheckConfig{Kind: []string{CheckTCP, CheckNone}[r.IntN(2)], Port: r.IntN(2) * 22}}
+			}
+			cmd = UpdateServer{Service: svc(), Address: a(), Port: port(), Patch: pt}
 		}
 		log = append(log, logEntry{uint64(i + 1), mustEncode(t, cmd)})
 	}
@@ -246,7 +314,7 @@ func randomLog(t testing.TB, n int, seed uint64) []logEntry {
 func TestDeterminism(t *testing.T) {
 	log := randomLog(t, 3000, 7)
 	a, b := New(), New()
-	var applied, refused int
+	var applied, refused, withHealth, quorumLost int
 	for i, e := range log {
 		errA := a.Apply(e.index, e.data)
 		errB := b.Apply(e.index, e.data)
@@ -268,6 +336,18 @@ func TestDeterminism(t *testing.T) {
 			if !bytes.Equal(snapshotBytes(t, c), snap) {
 				t.Fatalf("after entry %d restore changed the state", e.index)
 			}
+			a.Read(func(st *State) {
+				for _, svc := range st.Services {
+					if svc.QuorumLost {
+						quorumLost++
+					}
+					for _, srv := range svc.Servers {
+						if srv.Health != nil {
+							withHealth++
+						}
+					}
+				}
+			})
 		}
 	}
 	if !bytes.Equal(snapshotBytes(t, a), snapshotBytes(t, b)) {
@@ -277,7 +357,11 @@ func TestDeterminism(t *testing.T) {
 	if applied < 300 || refused < 300 {
 		t.Errorf("log too one-sided: %d applied, %d refused", applied, refused)
 	}
-	t.Logf("%d applied, %d refused", applied, refused)
+	if withHealth < 20 || quorumLost < 5 {
+		t.Errorf("log too tame: %d servers with health and %d services below quorum at the checkpoints", withHealth, quorumLost)
+	}
+	t.Logf("%d applied, %d refused; at the checkpoints %d servers had health, %d services were below quorum",
+		applied, refused, withHealth, quorumLost)
 }
 
 func recv(t *testing.T, ch <-chan uint64) uint64 {

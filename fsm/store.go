@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -34,14 +35,18 @@ func newStore() *store {
 // prepare validates cmd, a command value, against s and returns the
 // change that applies it. prepare itself never modifies s, which is what
 // lets Check run it under a read lock and Apply refuse a command without
-// a trace. The change copies everything it stores from cmd.
-func (s *store) prepare(cmd Command) (commit func(), err error) {
+// a trace. The change copies everything it stores from cmd. index is the
+// entry's Raft index, which health transitions record.
+func (s *store) prepare(cmd Command, index uint64) (commit func(), err error) {
 	switch c := cmd.(type) {
 	case AddVIP:
 		return s.addVIP("vip", c.VIP)
 	case DeleteVIP:
 		return s.deleteVIP(c)
 	case AddService:
+		if err := refuseDerived("service", &c.Service); err != nil {
+			return nil, err
+		}
 		return s.addService("service", &c.Service)
 	case UpdateService:
 		return s.updateService(c)
@@ -80,6 +85,8 @@ func (s *store) prepare(cmd Command) (commit func(), err error) {
 		return s.useKey(c)
 	case RemoveKey:
 		return s.removeKey(c)
+	case SetHealth:
+		return s.setHealth(c, index)
 	}
 	return nil, fmt.Errorf("%T is not an fsm command: %w", cmd, ErrUnsupportedCommand)
 }
@@ -184,6 +191,9 @@ func (s *store) addService(p string, in *Service) (func(), error) {
 	if err := validateServiceSettings(p, svc); err != nil {
 		return nil, err
 	}
+	if err := validateServiceHealth(p, svc); err != nil {
+		return nil, err
+	}
 	for _, key := range slices.Sorted(maps.Keys(svc.Servers)) {
 		sp := p + ".servers[" + key + "]"
 		srv := svc.Servers[key]
@@ -192,6 +202,12 @@ func (s *store) addService(p string, in *Service) (func(), error) {
 		}
 		if err := validateServer(sp, svc, srv); err != nil {
 			return nil, err
+		}
+		if err := validateServerHealth(sp, svc, srv); err != nil {
+			return nil, err
+		}
+		if srv.Health != nil && len(srv.Health.Views) == 0 {
+			srv.Health.Views = nil
 		}
 		if srv.Key() != key {
 			return nil, invalid(sp, "key does not match the server's address and port %s", srv.Key())
@@ -209,6 +225,9 @@ func (s *store) addService(p string, in *Service) (func(), error) {
 		}
 		return nil, conflict(field, "%s is already service %q", id, other)
 	}
+	// A restored snapshot's QuorumLost is the history the hysteresis
+	// needs; a new service has none and starts from "not lost".
+	svc.QuorumLost = nextQuorumLost(svc, svc.QuorumLost)
 	return func() {
 		s.state.Services[svc.Name] = svc
 		s.svcByID[id] = svc.Name
@@ -293,9 +312,17 @@ func (s *store) updateService(c UpdateService) (func(), error) {
 	if pt.NoPersistence && pt.Persistence != nil {
 		return nil, invalid("patch.no_persistence", "conflicts with persistence: give one or the other")
 	}
+	if pt.NoCheck && pt.Check != nil {
+		return nil, invalid("patch.no_check", "conflicts with check: give one or the other")
+	}
+	if pt.NoSorry && pt.Sorry != nil {
+		return nil, invalid("patch.no_sorry", "conflicts with sorry: give one or the other")
+	}
 	// A shallow copy: the real servers are untouched by a service patch
 	// (a new default method applies to servers added later), so the new
-	// service can share its Servers map with the one it replaces.
+	// service can share its Servers map with the one it replaces. The
+	// one exception, a check change that drops health, copies the map
+	// (recheckServers).
 	svc := *old
 	if pt.Scheduler != nil {
 		svc.Scheduler = *pt.Scheduler
@@ -316,10 +343,136 @@ func (s *store) updateService(c UpdateService) (func(), error) {
 	if pt.Method != nil {
 		svc.Method = *pt.Method
 	}
+	if pt.Check != nil {
+		svc.Check = pt.Check
+	}
+	if pt.NoCheck {
+		svc.Check = nil
+	}
+	if pt.DownAction != nil {
+		svc.DownAction = *pt.DownAction
+	}
+	if pt.Quorum != nil {
+		svc.Quorum = *pt.Quorum
+	}
+	if pt.QuorumHysteresis != nil {
+		svc.QuorumHysteresis = *pt.QuorumHysteresis
+	}
+	if pt.Sorry != nil {
+		svc.Sorry = pt.Sorry
+	}
+	if pt.NoSorry {
+		svc.Sorry = nil
+	}
 	if err := validateServiceSettings("service", &svc); err != nil {
 		return nil, err
 	}
+	if err := validateServiceHealth("service", &svc); err != nil {
+		return nil, err
+	}
+	if pt.Check != nil || pt.NoCheck {
+		if err := s.recheckServers(&svc); err != nil {
+			return nil, err
+		}
+	}
+	svc.QuorumLost = nextQuorumLost(&svc, old.QuorumLost)
 	return func() { s.state.Services[svc.Name] = &svc }, nil
+}
+
+// recheckServers validates svc's servers against its new default check
+// and drops the health of servers the change leaves unchecked: a health
+// record with no check behind it could never change again. svc is a
+// shallow copy, so a server that changes is copied into a new map.
+func (s *store) recheckServers(svc *Service) error {
+	var copied bool
+	for _, key := range slices.Sorted(maps.Keys(svc.Servers)) {
+		srv := svc.Servers[key]
+		if err := validateCheckTarget("service.check.port", svc, srv); err != nil {
+			return err
+		}
+		if srv.Health == nil || EffectiveCheck(svc, srv) != nil {
+			continue
+		}
+		if !copied {
+			svc.Servers, copied = maps.Clone(svc.Servers), true
+		}
+		ns := *srv
+		ns.Health = nil
+		svc.Servers[key] = &ns
+	}
+	return nil
+}
+
+// refuseDerived refuses a request that sets what only Apply may: health
+// comes from the directors' agreement, quorum from health.
+func refuseDerived(p string, svc *Service) error {
+	if svc.QuorumLost {
+		return invalid(p+".quorum_lost", "is derived from the servers' health and cannot be set")
+	}
+	for _, key := range slices.Sorted(maps.Keys(svc.Servers)) {
+		if srv := svc.Servers[key]; srv != nil && srv.Health != nil {
+			return invalid(p+".servers["+key+"].health", "is set by health checks and cannot be set by a request")
+		}
+	}
+	return nil
+}
+
+// setHealth validates the shape of every update, then returns the change
+// that applies those whose server still exists and is still checked. A
+// transition records index; an update that repeats the committed state
+// refreshes the views only.
+func (s *store) setHealth(c SetHealth, index uint64) (func(), error) {
+	if len(c.Updates) == 0 {
+		return nil, invalid("updates", "required: at least one update")
+	}
+	if len(c.Updates) > MaxHealthUpdates {
+		return nil, invalid("updates", "%d updates; at most %d per command", len(c.Updates), MaxHealthUpdates)
+	}
+	seen := make(map[[2]string]int, len(c.Updates))
+	for i := range c.Updates {
+		u := &c.Updates[i]
+		p := "updates[" + strconv.Itoa(i) + "]"
+		if err := validateHealthUpdate(p, u); err != nil {
+			return nil, err
+		}
+		k := [2]string{u.Service, u.Server}
+		if j, dup := seen[k]; dup {
+			return nil, invalid(p, "%s of service %q is already updates[%d]", u.Server, u.Service, j)
+		}
+		seen[k] = i
+	}
+	updates := make([]HealthUpdate, len(c.Updates))
+	for i, u := range c.Updates {
+		u.Views = maps.Clone(u.Views)
+		if len(u.Views) == 0 {
+			u.Views = nil
+		}
+		updates[i] = u
+	}
+	return func() {
+		var changed []*Service
+		for _, u := range updates {
+			svc := s.state.Services[u.Service]
+			if svc == nil {
+				continue
+			}
+			srv := svc.Servers[u.Server]
+			if srv == nil || EffectiveCheck(svc, srv) == nil {
+				continue
+			}
+			h := &Health{State: u.State, Index: index, Views: u.Views}
+			if srv.Health != nil && srv.Health.State == u.State {
+				h.Index = srv.Health.Index
+			}
+			ns := *srv
+			ns.Health = h
+			svc.Servers[u.Server] = &ns
+			changed = append(changed, svc)
+		}
+		for _, svc := range changed {
+			svc.QuorumLost = nextQuorumLost(svc, svc.QuorumLost)
+		}
+	}, nil
 }
 
 func (s *store) deleteService(c DeleteService) (func(), error) {
@@ -366,7 +519,13 @@ func (s *store) addServer(c AddServer) (func(), error) {
 		return nil, err
 	}
 	srv := c.Server
+	if srv.Health != nil {
+		return nil, invalid("server.health", "is set by health checks and cannot be set by a request")
+	}
 	if err := validateServer("server", svc, &srv); err != nil {
+		return nil, err
+	}
+	if err := validateServerHealth("server", svc, &srv); err != nil {
 		return nil, err
 	}
 	key := srv.Key()
@@ -378,6 +537,7 @@ func (s *store) addServer(c AddServer) (func(), error) {
 			svc.Servers = map[string]*RealServer{}
 		}
 		svc.Servers[key] = &srv
+		svc.QuorumLost = nextQuorumLost(svc, svc.QuorumLost)
 	}, nil
 }
 
@@ -393,6 +553,9 @@ func (s *store) updateServer(c UpdateServer) (func(), error) {
 	pt := c.Patch
 	if pt == (ServerPatch{}) {
 		return nil, invalid("patch", "nothing to change")
+	}
+	if pt.NoCheck && pt.Check != nil {
+		return nil, invalid("patch.no_check", "conflicts with check: give one or the other")
 	}
 	srv := *svc.Servers[key]
 	if pt.Method != nil {
@@ -419,12 +582,28 @@ func (s *store) updateServer(c UpdateServer) (func(), error) {
 	if pt.Admin != nil {
 		srv.Admin = *pt.Admin
 	}
+	if pt.Check != nil {
+		srv.Check = pt.Check
+	}
+	if pt.NoCheck {
+		srv.Check = nil
+	}
+	if EffectiveCheck(svc, &srv) == nil {
+		// Unchecked now: no health record could ever change again.
+		srv.Health = nil
+	}
 	if err := validateServer("server", svc, &srv); err != nil {
+		return nil, err
+	}
+	if err := validateServerHealth("server", svc, &srv); err != nil {
 		return nil, err
 	}
 	// Replace rather than modify in place: a reader that broke Read's
 	// contract and kept a pointer sees a consistent old server.
-	return func() { svc.Servers[key] = &srv }, nil
+	return func() {
+		svc.Servers[key] = &srv
+		svc.QuorumLost = nextQuorumLost(svc, svc.QuorumLost)
+	}, nil
 }
 
 func (s *store) deleteServer(c DeleteServer) (func(), error) {
@@ -441,5 +620,6 @@ func (s *store) deleteServer(c DeleteServer) (func(), error) {
 		if len(svc.Servers) == 0 {
 			svc.Servers = nil
 		}
+		svc.QuorumLost = nextQuorumLost(svc, svc.QuorumLost)
 	}, nil
 }

@@ -12,6 +12,10 @@
 //	    - /etc/directorate/hooks/stop-httpd
 //	  on_stop:
 //	    - /etc/directorate/hooks/stop-httpd
+//	  on_quorum_lost:
+//	    - logger -t directorate "service $DIRECTORATE_SERVICE lost its quorum"
+//	  on_quorum_regained:
+//	    - logger -t directorate "service $DIRECTORATE_SERVICE has its quorum again"
 //
 // Each command is one string run with `/bin/sh -c`, so quoting, pipes and
 // $VARIABLES follow shell rules; there is no separate argv form. It gets the
@@ -23,6 +27,12 @@
 //	DIRECTORATE_TERM           the raft term of the change
 //	DIRECTORATE_INDEX          the raft index of the change
 //	DIRECTORATE_VIPS           the VIPs, space-separated
+//	DIRECTORATE_SERVICE        quorum events only: the service whose quorum changed
+//
+// on_quorum_lost and on_quorum_regained run on the leader only, when the
+// replicated state records that a service's healthy weight fell below its
+// quorum or reached it again; DIRECTORATE_ROLE is then quorum_lost or
+// quorum_regained, and the term and index are those of the commit.
 //
 // Commands of one event run one after another, in order, each in its own
 // process group with stdin from /dev/null and stdout discarded; the tail of
@@ -54,6 +64,10 @@ type Config struct {
 	OnFollower []string `yaml:"on_follower"`
 	// OnStop runs when clusterd stops, after the VIPs are released.
 	OnStop []string `yaml:"on_stop"`
+	// OnQuorumLost runs on the leader when a service's healthy weight
+	// fell below its quorum; OnQuorumRegained when it reached it again.
+	OnQuorumLost     []string `yaml:"on_quorum_lost"`
+	OnQuorumRegained []string `yaml:"on_quorum_regained"`
 	// Timeout bounds each command; zero means DefaultTimeout.
 	Timeout time.Duration `yaml:"timeout"`
 }
@@ -79,6 +93,8 @@ func (c Config) Validate() error {
 		{"hooks.on_leader", c.OnLeader},
 		{"hooks.on_follower", c.OnFollower},
 		{"hooks.on_stop", c.OnStop},
+		{"hooks.on_quorum_lost", c.OnQuorumLost},
+		{"hooks.on_quorum_regained", c.OnQuorumRegained},
 	} {
 		for i, cmd := range list.cmds {
 			switch {
@@ -101,6 +117,10 @@ func (c Config) Commands(role Role) []string {
 		return c.OnFollower
 	case RoleStop:
 		return c.OnStop
+	case RoleQuorumLost:
+		return c.OnQuorumLost
+	case RoleQuorumRegained:
+		return c.OnQuorumRegained
 	}
 	return nil
 }
@@ -113,11 +133,20 @@ const (
 	RoleLeader   Role = "leader"
 	RoleFollower Role = "follower"
 	RoleStop     Role = "stop"
+	// RoleQuorumLost and RoleQuorumRegained are not roles of the director
+	// but events of one service (Event.Service), which the leader reports;
+	// they share the role's queue so hooks keep the order of events.
+	RoleQuorumLost     Role = "quorum_lost"
+	RoleQuorumRegained Role = "quorum_regained"
 )
 
 // Valid reports whether r is one of the roles above.
 func (r Role) Valid() bool {
-	return r == RoleLeader || r == RoleFollower || r == RoleStop
+	switch r {
+	case RoleLeader, RoleFollower, RoleStop, RoleQuorumLost, RoleQuorumRegained:
+		return true
+	}
+	return false
 }
 
 // Event is one role change.
@@ -130,6 +159,8 @@ type Event struct {
 	Term     uint64
 	Index    uint64
 	VIPs     []string
+	// Service is the service of a quorum event; empty otherwise.
+	Service string
 }
 
 // Env returns the event's DIRECTORATE_* variables as KEY=VALUE pairs.
@@ -141,5 +172,6 @@ func (e Event) Env() []string {
 		fmt.Sprintf("DIRECTORATE_TERM=%d", e.Term),
 		fmt.Sprintf("DIRECTORATE_INDEX=%d", e.Index),
 		"DIRECTORATE_VIPS=" + strings.Join(e.VIPs, " "),
+		"DIRECTORATE_SERVICE=" + e.Service,
 	}
 }

@@ -67,9 +67,37 @@ func TestEventEnv(t *testing.T) {
 		"DIRECTORATE_TERM=7",
 		"DIRECTORATE_INDEX=42",
 		"DIRECTORATE_VIPS=10.0.0.1 2001:db8::1",
+		"DIRECTORATE_SERVICE=",
 	}
 	if got := ev.Env(); !slices.Equal(got, want) {
 		t.Fatalf("Env() = %q, want %q", got, want)
+	}
+}
+
+func TestQuorumHooksRunWithTheService(t *testing.T) {
+	r, ex, _ := newFakeRunner(t, hooks.Config{
+		OnLeader:         []string{"leader"},
+		OnQuorumLost:     []string{"lost"},
+		OnQuorumRegained: []string{"regained"},
+	}, 0)
+	r.Run(context.Background(), hooks.Event{Role: hooks.RoleQuorumLost, Node: "d1", Term: 3, Index: 9, Service: "web"})
+	r.Run(context.Background(), hooks.Event{Role: hooks.RoleQuorumRegained, Node: "d1", Term: 3, Index: 12, Service: "web"})
+	if got := ex.Commands(); !slices.Equal(got, []string{"lost", "regained"}) {
+		t.Fatalf("ran %q, want lost, regained", got)
+	}
+	calls := ex.Calls()
+	for i, want := range []map[string]string{
+		{"DIRECTORATE_ROLE": "quorum_lost", "DIRECTORATE_SERVICE": "web", "DIRECTORATE_INDEX": "9"},
+		{"DIRECTORATE_ROLE": "quorum_regained", "DIRECTORATE_SERVICE": "web", "DIRECTORATE_INDEX": "12"},
+	} {
+		for k, v := range want {
+			if got, ok := calls[i].Getenv(k); !ok || got != v {
+				t.Errorf("call %d: %s = %q (set %v), want %q", i, k, got, ok, v)
+			}
+		}
+	}
+	if err := (hooks.Config{OnQuorumLost: []string{" "}}).Validate(); err == nil || !strings.Contains(err.Error(), "hooks.on_quorum_lost[0]") {
+		t.Errorf("empty quorum hook: %v", err)
 	}
 }
 

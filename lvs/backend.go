@@ -2,6 +2,7 @@ package lvs
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"syscall"
@@ -20,6 +21,11 @@ type Backend interface {
 	// List returns the whole table, every service with its destinations,
 	// foreign ones included. The caller owns the result.
 	List(ctx context.Context) (Table, error)
+	// ListService returns one service with its destinations and their
+	// connection counters, or an error wrapping ErrServiceNotFound. It
+	// costs one service's worth of reading, so it can be polled (as
+	// `clusterctl server drain --wait` does) on a big table.
+	ListService(ctx context.Context, key ServiceKey) (*Service, error)
 	// Apply performs ops in order. A failed op does not stop the ones
 	// after it. The error is nil when every op succeeded, and otherwise
 	// joins one *OpError per failed op (see OpErrors), plus the cause if
@@ -82,7 +88,9 @@ func applyOp(t Table, op Op) error {
 		if !found {
 			return syscall.ENOENT
 		}
-		svc.Dests[i] = Destination{Destination: op.Dest}
+		// The kernel keeps a destination's connections, and so its
+		// counters, across an edit.
+		svc.Dests[i].Destination = op.Dest
 	case DeleteDest:
 		if !found {
 			return syscall.ENOENT
@@ -92,6 +100,16 @@ func applyOp(t Table, op Op) error {
 		return syscall.EINVAL
 	}
 	return nil
+}
+
+// listService returns a copy of the service key in t, for the in-memory
+// backends' ListService.
+func listService(t Table, key ServiceKey) (*Service, error) {
+	svc := t[key]
+	if svc == nil {
+		return nil, fmt.Errorf("list %s: %w", key, ErrServiceNotFound)
+	}
+	return svc.Clone(), nil
 }
 
 func knownScheduler(name string) bool {

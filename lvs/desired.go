@@ -90,8 +90,12 @@ func newDesired(index uint64) *Desired {
 }
 
 // DesiredFromState converts the replicated state into the desired kernel
-// table. Real servers that are disabled are left out; drained ones get
-// weight 0.
+// table. Admin state wins over health: real servers that are disabled are
+// left out, drained ones get weight 0, and only then does health count. A
+// server agreed down gets weight 0 (fsm.DownQuiesce) or is left out
+// (fsm.DownRemove). While a service with a sorry server is below its
+// quorum, every real server gets weight 0 and the sorry server is a
+// destination of weight 1. See the package documentation.
 //
 // The state has been validated by fsm, so an error here means lvs cannot
 // express something fsm accepted. Such an error never hides the rest:
@@ -342,6 +346,17 @@ func prefixField(prefix string, err error) error {
 	return fmt.Errorf("%s: %w", prefix, err)
 }
 
+// ServiceKeyOf returns the kernel identity of fs, a service of st: what
+// Reconciler.ReadService takes. The error names the field that has no
+// kernel meaning, which a state fsm validated never has.
+func ServiceKeyOf(st *fsm.State, fs *fsm.Service) (ServiceKey, error) {
+	key, err := serviceKey(st, fs)
+	if err != nil {
+		return ServiceKey{}, prefixField(svcField(fs.Name), err)
+	}
+	return key, nil
+}
+
 // serviceKey works out a service's kernel identity.
 func serviceKey(st *fsm.State, fs *fsm.Service) (ServiceKey, error) {
 	var vip *fsm.VIP
@@ -422,13 +437,20 @@ func convertService(name string, fs *fsm.Service, key ServiceKey) (svc *Service,
 		return nil, nil, fieldErr(".port", "0 (every port) needs persistence, as ipvsadm requires")
 	}
 
-	s.Dests = make([]Destination, 0, len(fs.Servers))
+	// Only with a sorry server does a lost quorum change the table:
+	// without one, the servers still up are better than nothing, and
+	// the quorum hooks are the whole reaction.
+	sorry := fs.Sorry != nil && !fs.QuorumUp() && fs.EffectiveQuorum() > 0
+	remove := fs.EffectiveDownAction() == fsm.DownRemove
+	s.Dests = make([]Destination, 0, len(fs.Servers)+1)
 	for skey, rs := range fs.Servers {
 		if rs == nil {
 			derrs = append(derrs, fieldErr(".servers["+skey+"]", "is null"))
 			continue
 		}
-		if rs.Admin == fsm.Disabled {
+		// A drained server keeps its destination even when down: the
+		// operator asked for its connections to finish.
+		if rs.Admin == fsm.Disabled || remove && !rs.Healthy() && rs.Admin != fsm.Drained {
 			continue
 		}
 		d, err := convertServer(fs, key, rs)
@@ -436,7 +458,21 @@ func convertService(name string, fs *fsm.Service, key ServiceKey) (svc *Service,
 			derrs = append(derrs, prefixField(".servers["+skey+"]", err))
 			continue
 		}
+		if sorry || !rs.Healthy() {
+			// Weight 0 rather than removal: established connections
+			// finish, as with a drained server.
+			d.Weight = 0
+		}
 		s.Dests = append(s.Dests, d)
+	}
+	if sorry {
+		rs := &fsm.RealServer{Address: fs.Sorry.Address, Port: fs.Sorry.Port, Method: fs.Sorry.Method, Weight: 1, Admin: fsm.Enabled}
+		d, err := convertServer(fs, key, rs)
+		if err != nil {
+			derrs = append(derrs, prefixField(".sorry", err))
+		} else {
+			s.Dests = append(s.Dests, d)
+		}
 	}
 	s.SortDests()
 	// Two map keys may spell one address (say, an IPv4-mapped form);

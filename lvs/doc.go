@@ -49,4 +49,33 @@
 //
 // A service the state holds but lvs cannot express (Desired.Held) is left
 // exactly as the kernel has it: neither created, changed nor deleted.
+//
+// # Admin state, health, quorum and sorry servers
+//
+// Each real server's destination follows from, in this order (the first
+// that applies wins, so admin state always beats health):
+//
+//  1. admin disabled: no destination;
+//  2. admin drained: weight 0;
+//  3. health down (committed by the directors' agreement, fsm.Health)
+//     and the service's down action is remove: no destination;
+//  4. health down, down action quiesce (the default): weight 0;
+//  5. otherwise its configured weight.
+//
+// A server never checked, or not checked, counts as up. Weight 0 keeps
+// the destination, so the kernel keeps forwarding established
+// connections to it while sending it no new ones; removal ends them.
+//
+// While a service with a sorry server has lost its quorum
+// (fsm.Service.QuorumUp, maintained by Apply with hysteresis), every real
+// server's destination gets weight 0 and the sorry server is added with
+// weight 1, so new connections go to the sorry server and established
+// ones finish. When the quorum is regained the sorry server's destination
+// is removed and the weights return. A service with a quorum but no sorry
+// server keeps its table as rules 1-5 make it: only the quorum hooks
+// react.
+//
+// Reconciler.ReadService reads one service's destinations with the
+// kernel's active and inactive connection counters, which is what
+// `clusterctl server drain --wait` polls.
 package lvs

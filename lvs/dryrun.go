@@ -34,6 +34,16 @@ func (d *DryRun) List(ctx context.Context) (Table, error) {
 	return d.table.Clone(), nil
 }
 
+// ListService implements Backend.
+func (d *DryRun) ListService(ctx context.Context, key ServiceKey) (*Service, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return listService(d.table, key)
+}
+
 // Apply implements Backend. Each op is logged at debug level and the
 // batch at info level; an op the kernel would refuse (a duplicate, a
 // missing service) fails here too.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 )
@@ -47,6 +48,41 @@ func (f *Fake) List(ctx context.Context) (Table, error) {
 		return nil, f.failList
 	}
 	return f.table.Clone(), nil
+}
+
+// ListService implements Backend. It counts as a List call.
+func (f *Fake) ListService(ctx context.Context, key ServiceKey) (*Service, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	if f.closed {
+		return nil, fmt.Errorf("fake backend: %w", ErrClosed)
+	}
+	if f.failList != nil {
+		return nil, f.failList
+	}
+	return listService(f.table, key)
+}
+
+// SetConns sets the connection counters of the destination addr of the
+// service key, as traffic through the kernel would. Like the kernel, the
+// Fake keeps them when the destination is edited.
+func (f *Fake) SetConns(key ServiceKey, addr netip.AddrPort, active, inactive uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	svc := f.table[key]
+	if svc == nil {
+		return fmt.Errorf("set connections of %s: %w", key, ErrServiceNotFound)
+	}
+	d := svc.Dest(addr)
+	if d == nil {
+		return fmt.Errorf("set connections of %s in %s: no such destination", addr, key)
+	}
+	d.ActiveConns, d.InactiveConns = active, inactive
+	return nil
 }
 
 // Apply implements Backend.

@@ -177,6 +177,12 @@ func encodeDest(ae *netlink.AttributeEncoder, d ipvs.Destination, full bool) err
 
 // encodeGetDests returns the dump request for a service's destinations.
 func encodeGetDests(s ipvs.Service) (genetlink.Message, error) {
+	return encodeServiceRequest(cmdGetDest, s)
+}
+
+// encodeServiceRequest returns a request cmd that names the service s by
+// its identity alone.
+func encodeServiceRequest(cmd uint8, s ipvs.Service) (genetlink.Message, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.Nested(cmdAttrService, func(nae *netlink.AttributeEncoder) error {
 		return encodeService(nae, s, false)
@@ -185,7 +191,7 @@ func encodeGetDests(s ipvs.Service) (genetlink.Message, error) {
 	if err != nil {
 		return genetlink.Message{}, err
 	}
-	return genetlink.Message{Header: genetlink.Header{Command: cmdGetDest, Version: genlVersion}, Data: b}, nil
+	return genetlink.Message{Header: genetlink.Header{Command: cmd, Version: genlVersion}, Data: b}, nil
 }
 
 func be16(v uint16) []byte {

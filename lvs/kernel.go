@@ -8,8 +8,10 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/cloudflare/ipvs"
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 )
@@ -20,6 +22,9 @@ var ErrNoIPVS = errors.New("IPVS is not available in this kernel: load the ip_vs
 
 // ErrClosed is returned by a backend used after Close.
 var ErrClosed = errors.New("backend closed")
+
+// ErrServiceNotFound says a backend has no service with the key asked for.
+var ErrServiceNotFound = errors.New("no such IPVS service")
 
 // Defaults of KernelOptions.
 const (
@@ -391,6 +396,84 @@ func (k *Kernel) list(ctx context.Context, conn nlConn) (Table, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// ListService implements Backend: a GET_SERVICE request for the one
+// service, then a dump of its destinations.
+func (k *Kernel) ListService(ctx context.Context, key ServiceKey) (*Service, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	conn, err := k.use()
+	if err != nil {
+		return nil, err
+	}
+	id := ipvs.Service{Family: key.Family, Protocol: key.Protocol, Address: key.Addr, Port: key.Port, FWMark: key.FWMark}
+	req, err := encodeServiceRequest(cmdGetService, id)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	data, err := k.get(ctx, conn, req)
+	if err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return nil, fmt.Errorf("get %s: %w", key, ErrServiceNotFound)
+		}
+		k.discard()
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	s, err := decodeServiceMsg(data)
+	if err != nil {
+		k.discard()
+		return nil, fmt.Errorf("decode IPVS service %s: %w", key, err)
+	}
+	svc := &Service{Service: s}
+	if err := k.listDests(ctx, conn, svc); err != nil {
+		k.discard()
+		return nil, err
+	}
+	return svc, nil
+}
+
+// get sends one request that is not a dump and returns the payload of its
+// reply, or the kernel's error for it.
+func (k *Kernel) get(ctx context.Context, conn nlConn, gm genetlink.Message) ([]byte, error) {
+	data, err := gm.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	seq := k.nextSeq()
+	req := netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(k.family), Flags: netlink.Request, Sequence: seq},
+		Data:   data,
+	}
+	if err := conn.SetDeadline(k.deadline(ctx)); err != nil {
+		return nil, fmt.Errorf("set netlink deadline: %w", err)
+	}
+	if _, err := conn.SendMessages([]netlink.Message{req}); err != nil {
+		return nil, err
+	}
+	for {
+		replies, err := conn.Receive()
+		if err != nil {
+			var oe *netlink.OpError
+			if errors.As(err, &oe) {
+				if oe.Sequence != 0 && oe.Sequence != seq {
+					continue // a late reply to an abandoned request
+				}
+				return nil, kernelError(oe)
+			}
+			return nil, err
+		}
+		for _, m := range replies {
+			if m.Header.Sequence != seq {
+				continue
+			}
+			var g genetlink.Message
+			if err := g.UnmarshalBinary(m.Data); err != nil {
+				return nil, err
+			}
+			return g.Data, nil
+		}
+	}
 }
 
 // listDests fills in the destinations of svc with one dump over conn.

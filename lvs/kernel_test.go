@@ -108,6 +108,10 @@ func (k *fakeKernel) SendMessages(msgs []netlink.Message) ([]netlink.Message, er
 			k.dump(m.Header.Sequence, gm)
 			continue
 		}
+		if gm.Header.Command == 4 { // GET_SERVICE of one service
+			k.getService(m.Header.Sequence, gm)
+			continue
+		}
 		err := k.handle(gm)
 		switch {
 		case err != nil:
@@ -185,6 +189,25 @@ func (k *fakeKernel) dump(seq uint32, gm genetlink.Message) {
 	}
 	// The library strips the final "done" message of a multi-part reply.
 	k.queue = append(k.queue, reply{msgs: msgs})
+}
+
+// getService answers a GET_SERVICE request as ip_vs_genl_get_cmd does:
+// one NEW_SERVICE message, or ESRCH.
+func (k *fakeKernel) getService(seq uint32, gm genetlink.Message) {
+	svcAttrs, _, err := parseTop(gm.Data)
+	var id ipvs.Service
+	if err == nil {
+		id, err = parseSvc(svcAttrs, false)
+	}
+	if err == nil && k.table[KeyOf(id)] == nil {
+		err = syscall.ESRCH
+	}
+	if err != nil {
+		k.queue = append(k.queue, reply{err: &netlink.OpError{Op: "receive", Err: err, Sequence: seq}})
+		return
+	}
+	data, _ := genetlink.Message{Header: genetlink.Header{Command: 1, Version: 1}, Data: kernelService(k.table[KeyOf(id)].Service)}.MarshalBinary()
+	k.queue = append(k.queue, reply{msgs: []netlink.Message{{Header: netlink.Header{Type: testFamily, Sequence: seq}, Data: data}}})
 }
 
 func parseTop(b []byte) (svc, dst map[uint16][]byte, err error) {

@@ -207,6 +207,19 @@ func (r *Reconciler) changedSince(d *Desired) ([]ServiceKey, bool) {
 	return d.log.since(p.gen, d.gen)
 }
 
+// ReadService reads the service key straight from the backend, with its
+// destinations' active and inactive connection counters; the cache is
+// neither used nor changed, since the counters are what the caller wants
+// and they are never cached. An absent service gives an error wrapping
+// ErrServiceNotFound.
+func (r *Reconciler) ReadService(ctx context.Context, key ServiceKey) (*Service, error) {
+	svc, err := r.backend.ListService(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read IPVS service %s: %w", key, err)
+	}
+	return svc, nil
+}
+
 // Invalidate drops the cached view, so the next Reconcile reads the kernel
 // table.
 func (r *Reconciler) Invalidate() {

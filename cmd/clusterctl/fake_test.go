@@ -38,7 +38,12 @@ type fakeAPI struct {
 	services map[string]*fsm.Service
 	members  []api.Member
 	ipvs     api.IPVSReport
-	reqs     []request
+	// live and conns answer the health and connections endpoints: live
+	// views by server key, and the active connection counts each read of
+	// a server returns in turn (the last one repeats).
+	live  map[string]map[string]string
+	conns map[string][]int
+	reqs  []request
 	// intercept, when set, answers a request before the routes do; it
 	// returns false to let the request through.
 	intercept func(w http.ResponseWriter, r *http.Request) bool
@@ -59,26 +64,28 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	}
 	mux := http.NewServeMux()
 	for pattern, h := range map[string]func(http.ResponseWriter, *http.Request) (any, error){
-		"GET /v1/status":                                f.status,
-		"GET /v1/vips":                                  f.listVIPs,
-		"POST /v1/vips":                                 f.addVIP,
-		"DELETE /v1/vips/{name}":                        f.deleteVIP,
-		"GET /v1/services":                              f.listServices,
-		"POST /v1/services":                             f.addService,
-		"GET /v1/services/{name}":                       f.getService,
-		"PATCH /v1/services/{name}":                     f.patchService,
-		"DELETE /v1/services/{name}":                    f.deleteService,
-		"GET /v1/services/{name}/servers":               f.listServers,
-		"POST /v1/services/{name}/servers":              f.addServer,
-		"PATCH /v1/services/{name}/servers/{addrport}":  f.patchServer,
-		"DELETE /v1/services/{name}/servers/{addrport}": f.deleteServer,
-		"GET /v1/members":                               f.listMembers,
-		"POST /v1/members":                              f.addMember,
-		"DELETE /v1/members/{id}":                       f.removeMember,
-		"POST /v1/leader/transfer":                      f.transfer,
-		"GET /v1/snapshot":                              f.snapshot,
-		"POST /v1/snapshot":                             f.restore,
-		"GET /v1/ipvs":                                  f.getIPVS,
+		"GET /v1/status":                                         f.status,
+		"GET /v1/vips":                                           f.listVIPs,
+		"POST /v1/vips":                                          f.addVIP,
+		"DELETE /v1/vips/{name}":                                 f.deleteVIP,
+		"GET /v1/services":                                       f.listServices,
+		"POST /v1/services":                                      f.addService,
+		"GET /v1/services/{name}":                                f.getService,
+		"PATCH /v1/services/{name}":                              f.patchService,
+		"DELETE /v1/services/{name}":                             f.deleteService,
+		"GET /v1/services/{name}/servers":                        f.listServers,
+		"POST /v1/services/{name}/servers":                       f.addServer,
+		"PATCH /v1/services/{name}/servers/{addrport}":           f.patchServer,
+		"DELETE /v1/services/{name}/servers/{addrport}":          f.deleteServer,
+		"GET /v1/members":                                        f.listMembers,
+		"POST /v1/members":                                       f.addMember,
+		"DELETE /v1/members/{id}":                                f.removeMember,
+		"POST /v1/leader/transfer":                               f.transfer,
+		"GET /v1/snapshot":                                       f.snapshot,
+		"POST /v1/snapshot":                                      f.restore,
+		"GET /v1/ipvs":                                           f.getIPVS,
+		"GET /v1/services/{name}/health":                         f.serviceHealth,
+		"GET /v1/services/{name}/servers/{addrport}/connections": f.connections,
 	} {
 		mux.HandleFunc(pattern, f.wrap(h))
 	}
@@ -304,6 +311,23 @@ func (f *fakeAPI) patchService(_ http.ResponseWriter, r *http.Request) (any, err
 	if p.Method != nil {
 		s.Method = *p.Method
 	}
+	if p.Check != nil {
+		c := *p.Check
+		s.Check = &c
+	}
+	if p.NoCheck {
+		s.Check = nil
+	}
+	set(p.DownAction, &s.DownAction)
+	set(p.Quorum, &s.Quorum)
+	set(p.QuorumHysteresis, &s.QuorumHysteresis)
+	if p.Sorry != nil {
+		ss := *p.Sorry
+		s.Sorry = &ss
+	}
+	if p.NoSorry {
+		s.Sorry = nil
+	}
 	return written{s}, nil
 }
 
@@ -389,7 +413,50 @@ func (f *fakeAPI) patchServer(_ http.ResponseWriter, r *http.Request) (any, erro
 	set(p.UpperThreshold, &rs.UpperThreshold)
 	set(p.LowerThreshold, &rs.LowerThreshold)
 	set(p.Admin, &rs.Admin)
+	if p.Check != nil {
+		c := *p.Check
+		rs.Check = &c
+	}
+	if p.NoCheck {
+		rs.Check = nil
+	}
 	return written{rs}, nil
+}
+
+func (f *fakeAPI) serviceHealth(_ http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := f.service(r.PathValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	out := api.ServiceHealth{Service: s.Name, Node: "d1", HealthyWeight: fsm.HealthyWeight(s), Quorum: s.EffectiveQuorum(), QuorumLost: s.QuorumLost}
+	for key, rs := range s.Servers {
+		sh := api.ServerHealth{Server: key, Admin: rs.Admin}
+		if c := fsm.EffectiveCheck(s, rs); c != nil {
+			sh.Check = c.Kind
+			sh.Live = f.live[key]
+		}
+		if rs.Health != nil {
+			sh.State, sh.Index, sh.Views = rs.Health.State, rs.Health.Index, rs.Health.Views
+		}
+		out.Servers = append(out.Servers, sh)
+	}
+	return out, nil
+}
+
+func (f *fakeAPI) connections(_ http.ResponseWriter, r *http.Request) (any, error) {
+	rs, s, err := f.server(r)
+	if err != nil {
+		return nil, err
+	}
+	seq := f.conns[rs.Key()]
+	active := 0
+	if len(seq) > 0 {
+		active = seq[0]
+		if len(seq) > 1 {
+			f.conns[rs.Key()] = seq[1:]
+		}
+	}
+	return api.Connections{Node: "d1", Service: s.Name, Server: rs.Key(), Present: true, Active: active, Inactive: 1}, nil
 }
 
 func set[T any](p *T, dst *T) {

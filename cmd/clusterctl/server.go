@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"net/netip"
 	"sort"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,7 +27,7 @@ func (a *app) serverCmd() *cobra.Command {
 	}
 	cmd.AddCommand(
 		a.serverAddCmd(), a.serverRmCmd(), a.serverSetCmd(), a.serverLsCmd(),
-		a.serverAdminCmd("drain", fsm.Drained, "drained", "Drain a real server: weight 0, established connections stay"),
+		a.serverDrainCmd(),
 		a.serverAdminCmd("enable", fsm.Enabled, "enabled", "Put a drained or disabled real server back in service"),
 		a.serverAdminCmd("disable", fsm.Disabled, "disabled", "Take a real server out of the kernel table"),
 	)
@@ -35,6 +38,7 @@ func (a *app) serverCmd() *cobra.Command {
 type serverFlags struct {
 	method, tunnel, checksum, admin  string
 	weight, upper, lower, tunnelPort int
+	checks                           checkFlags
 }
 
 func (sf *serverFlags) register(cmd *cobra.Command, add bool) {
@@ -59,6 +63,7 @@ func (sf *serverFlags) register(cmd *cobra.Command, add bool) {
 	_ = cmd.RegisterFlagCompletionFunc("tunnel", fixed("ipip", "gue", "gre"))
 	_ = cmd.RegisterFlagCompletionFunc("tunnel-checksum", fixed("nocsum", "csum", "remcsum"))
 	_ = cmd.RegisterFlagCompletionFunc("admin", fixed("enabled", "drained", "disabled"))
+	sf.checks.register(cmd, "remove the server's own check: the service's check applies again")
 }
 
 // patch builds a patch of the flags the user set, validating each.
@@ -98,7 +103,8 @@ func (sf *serverFlags) patch(cmd *cobra.Command) (fsm.ServerPatch, bool, error) 
 	if err := parseIfChanged(f.Changed("admin"), sf.admin, parseAdmin, &p.Admin); err != nil {
 		return p, false, err
 	}
-	return p, p != (fsm.ServerPatch{}), nil
+	p.NoCheck = sf.checks.none
+	return p, p != (fsm.ServerPatch{}) || sf.checks.changed(f), nil
 }
 
 // parseIfChanged sets *dst to the parsed raw value of a flag the user gave,
@@ -145,6 +151,16 @@ func (sf *serverFlags) server(cmd *cobra.Command) (fsm.RealServer, error) {
 	}
 	if p.Admin != nil {
 		rs.Admin = *p.Admin
+	}
+	if sf.checks.none {
+		return fsm.RealServer{}, usagef("--no-check: a new server has no check of its own; use --check none to keep it unchecked")
+	}
+	if sf.checks.changed(cmd.Flags()) {
+		c, err := sf.checks.apply(cmd.Flags(), nil)
+		if err != nil {
+			return fsm.RealServer{}, err
+		}
+		rs.Check = c
 	}
 	return rs, nil
 }
@@ -256,7 +272,19 @@ Example:
 				return err
 			}
 			if !ok {
-				return usagef("nothing to change: give at least one of --method, --weight, --upper, --lower, --tunnel, --tunnel-port, --tunnel-checksum or --admin")
+				return usagef("nothing to change: give at least one of --method, --weight, --upper, --lower, --tunnel, --tunnel-port, --tunnel-checksum, --admin, --check... or --no-check")
+			}
+			if sf.checks.changed(cmd.Flags()) {
+				// The override replaces a check whole: a change of one
+				// field starts from the server's own check, else the
+				// service's.
+				base, err := a.currentCheck(cmd.Context(), args[0], args[1])
+				if err != nil {
+					return err
+				}
+				if patch.Check, err = sf.checks.apply(cmd.Flags(), base); err != nil {
+					return err
+				}
 			}
 			return a.updateServer(cmd, args, patch, "updated")
 		}),
@@ -299,9 +327,16 @@ func (a *app) updateServer(cmd *cobra.Command, args []string, patch fsm.ServerPa
 
 func (a *app) serverLsCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:               "ls SERVICE",
-		Aliases:           []string{"list"},
-		Short:             "List the real servers of a service",
+		Use:     "ls SERVICE",
+		Aliases: []string{"list"},
+		Short:   "List the real servers of a service, with their health",
+		Long: `List the real servers of a service with their health: the state the
+directors agreed on (HEALTH, committed at SINCE), each director's view when
+it was committed, and each live director's view now (as gossip brought it
+to the director asked; --consistent asks the leader).
+
+HEALTH "up (pending)" is a checked server with no agreed state yet: it
+counts as up. Admin state (drained, disabled) always wins over health.`,
 		Args:              exactArgs("SERVICE"),
 		ValidArgsFunction: a.completeFirst(serviceNames),
 		RunE: action(func(cmd *cobra.Command, args []string) error {
@@ -317,7 +352,17 @@ func (a *app) serverLsCmd() *cobra.Command {
 			if a.json() {
 				return a.printJSON(index, nonNil(list))
 			}
-			return serverTable(list).write(a.stdout)
+			h, _, err := c.ServiceHealth(cmd.Context(), args[0])
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				// The service was just listed, so the endpoint is what is
+				// missing: a director older than health checks.
+				return serverTable(list).write(a.stdout)
+			}
+			if err != nil {
+				return err
+			}
+			return serverHealthTable(list, h).write(a.stdout)
 		}),
 	}
 }
@@ -335,17 +380,22 @@ func serverTable(list []fsm.RealServer) *table {
 	sortServers(list)
 	t := newTable("ADDRESS", "METHOD", "WEIGHT", "UPPER", "LOWER", "ADMIN", "TUNNEL")
 	for _, rs := range list {
-		tunnel := string(rs.Tunnel)
-		if rs.TunnelPort != 0 {
-			tunnel += fmt.Sprintf(" port %d", rs.TunnelPort)
-		}
-		if rs.TunnelChecksum != "" {
-			tunnel += " " + string(rs.TunnelChecksum)
-		}
-		t.row(rs.Key(), string(rs.Method), fmt.Sprint(rs.Weight), itoa0(rs.UpperThreshold), itoa0(rs.LowerThreshold),
-			dash(string(rs.Admin)), dash(tunnel))
+		t.row(serverRow(rs)...)
 	}
 	return t
+}
+
+// serverRow is a server's row of serverTable.
+func serverRow(rs fsm.RealServer) []string {
+	tunnel := string(rs.Tunnel)
+	if rs.TunnelPort != 0 {
+		tunnel += fmt.Sprintf(" port %d", rs.TunnelPort)
+	}
+	if rs.TunnelChecksum != "" {
+		tunnel += " " + string(rs.TunnelChecksum)
+	}
+	return []string{rs.Key(), string(rs.Method), fmt.Sprint(rs.Weight), itoa0(rs.UpperThreshold), itoa0(rs.LowerThreshold),
+		dash(string(rs.Admin)), dash(tunnel)}
 }
 
 func serverKeys(ctx context.Context, c *api.Client, args []string) ([]string, error) {
@@ -355,4 +405,93 @@ func serverKeys(ctx context.Context, c *api.Client, args []string) ([]string, er
 		keys = append(keys, rs.Key())
 	}
 	return keys, err
+}
+
+// currentCheck returns the check that applies to a server now: its own,
+// else its service's (nil when neither has one), read from the leader.
+func (a *app) currentCheck(ctx context.Context, service, server string) (*fsm.CheckConfig, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	svc, _, err := c.Consistent().Service(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	sa, err := parseServerArg("ADDR:PORT", server)
+	if err != nil {
+		return nil, err
+	}
+	port := sa.port
+	if !sa.hasPort {
+		port = svc.Port
+	}
+	rs, ok := svc.Servers[fsm.ServerKey(sa.addr, port)]
+	if !ok {
+		return nil, fmt.Errorf("service %s has no real server %s", service, fsm.ServerKey(sa.addr, port))
+	}
+	if rs.Check != nil {
+		return rs.Check, nil
+	}
+	return svc.Check, nil
+}
+
+func (a *app) serverDrainCmd() *cobra.Command {
+	var (
+		wait         bool
+		timeout      time.Duration
+		pollInterval time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "drain SERVICE ADDR:PORT [--wait [--timeout D]]",
+		Short: "Drain a real server: weight 0, established connections stay",
+		Long: `Drain a real server: its weight becomes 0 on every director, so it takes
+no new connections while established ones finish. Admin state wins over
+health: a drained server stays drained whatever its checks say, until
+'clusterctl server enable'.
+
+With --wait, clusterctl then polls the active connections of the server in
+the leader's kernel IPVS table until they reach 0, or --timeout passes (the
+exit status is then 1, and the server stays drained). Here --timeout bounds
+the whole wait; each request still has the default per-request timeout.
+
+` + serverArgHelp + `
+
+Example:
+  clusterctl server drain web 10.0.1.1:80 --wait --timeout 5m`,
+		Args:              exactArgs("SERVICE", "ADDR:PORT"),
+		ValidArgsFunction: a.completeArgs(serviceNames, serverKeys),
+		RunE: action(func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("timeout") && !wait {
+				return usagef("--timeout needs --wait")
+			}
+			if timeout <= 0 {
+				return usagef("--timeout: %s must be positive", timeout)
+			}
+			if pollInterval <= 0 {
+				return usagef("--poll-interval: %s must be positive", pollInterval)
+			}
+			state := fsm.Drained
+			if err := a.updateServer(cmd, args, fsm.ServerPatch{Admin: &state}, "drained"); err != nil {
+				return err
+			}
+			if !wait {
+				return nil
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			addr, port, err := resolveServer(cmd.Context(), c, args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return a.drainWait(cmd.Context(), c, args[0], addr, port, timeout, pollInterval)
+		}),
+	}
+	f := cmd.Flags()
+	f.BoolVar(&wait, "wait", false, "wait until the server has no active connection in the leader's kernel table")
+	f.DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait, give up after this long")
+	f.DurationVar(&pollInterval, "poll-interval", time.Second, "with --wait, how often to read the connection count")
+	return cmd
 }

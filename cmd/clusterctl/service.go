@@ -57,6 +57,7 @@ func (a *app) serviceAddCmd() *cobra.Command {
 		scheduler             string
 		fwmark                int64
 		persistent, prefixLen int
+		hf                    healthFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "add NAME (--vip VIP --port N [--proto tcp|udp|sctp] | --fwmark N [--vip VIP | --family inet|inet6])",
@@ -71,7 +72,9 @@ on the service port. NAT (masq) may remap.
 Examples:
   clusterctl service add web --vip web-vip --port 80
   clusterctl service add dns --vip dns-vip --proto udp --port 53 --scheduler rr --one-packet
-  clusterctl service add mail --fwmark 7 --vip mail-vip --persistent 300 --method nat`,
+  clusterctl service add mail --fwmark 7 --vip mail-vip --persistent 300 --method nat
+  clusterctl service add web --vip web-vip --port 80 --check http --check-path /health \
+      --quorum 2 --sorry 10.0.9.9:80`,
 		Args: exactArgs("NAME"),
 		RunE: action(func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
@@ -121,6 +124,9 @@ Examples:
 			} else if f.Changed("persistence-prefix") {
 				return usagef("--persistence-prefix needs --persistent SECONDS")
 			}
+			if err := hf.applyToService(f, &svc); err != nil {
+				return err
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -144,6 +150,7 @@ Examples:
 	f.IntVar(&prefixLen, "persistence-prefix", 0, "with --persistent, group clients by this prefix length (default: the whole address)")
 	f.BoolVar(&svc.OnePacket, "one-packet", false, "schedule each UDP datagram on its own (ipvsadm -o)")
 	f.StringVar(&method, "method", "dr", "default forwarding method of its real servers: nat, dr or tun (ipvsadm's -m, -g, -i)")
+	hf.register(cmd, false)
 	cmd.MarkFlagsOneRequired("port", "fwmark")
 	cmd.MarkFlagsMutuallyExclusive("port", "fwmark")
 	cmd.MarkFlagsMutuallyExclusive("proto", "fwmark")
@@ -231,6 +238,26 @@ func (a *app) serviceShowCmd() *cobra.Command {
 			kv.row("Method:", string(s.Method))
 			kv.row("Persistent:", persistenceText(s.Persistence))
 			kv.row("One-packet:", yesNo(s.OnePacket))
+			if s.Check != nil {
+				kv.row("Check:", checkText(s.Check))
+			}
+			if s.DownAction != "" {
+				kv.row("Down action:", string(s.DownAction))
+			}
+			if q := s.EffectiveQuorum(); q > 0 {
+				state := "held"
+				if s.QuorumLost {
+					state = "LOST"
+				}
+				kv.row("Quorum:", fmt.Sprintf("%d (hysteresis %d, healthy weight %d): %s", q, s.QuorumHysteresis, fsm.HealthyWeight(&s), state))
+			}
+			if s.Sorry != nil {
+				sorry := fsm.ServerKey(s.Sorry.Address, s.Sorry.Port)
+				if s.Sorry.Method != "" {
+					sorry += " " + string(s.Sorry.Method)
+				}
+				kv.row("Sorry server:", sorry)
+			}
 			kv.row("Index:", fmt.Sprint(index))
 			if err := kv.write(a.stdout); err != nil {
 				return err
@@ -252,6 +279,7 @@ func (a *app) serviceSetCmd() *cobra.Command {
 		persistent, prefixLen int
 		noPersistent          bool
 		onePacket             bool
+		hf                    healthFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "set NAME [flags]",
@@ -264,7 +292,9 @@ Examples:
   clusterctl service set web --scheduler sh --sh-port
   clusterctl service set web --persistent 600
   clusterctl service set web --no-persistent
-  clusterctl service set dns --one-packet=false`,
+  clusterctl service set dns --one-packet=false
+  clusterctl service set web --check-path /ready --check-fall 2
+  clusterctl service set web --quorum 3 --quorum-hysteresis 1 --down-action remove`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: a.completeFirst(serviceNames),
 		RunE: action(func(cmd *cobra.Command, args []string) error {
@@ -309,8 +339,9 @@ Examples:
 				schedChanged = schedChanged || f.Changed(n)
 			}
 			persistChanged := f.Changed("persistent") || f.Changed("persistence-prefix")
-			if !changed && !schedChanged && !persistChanged {
-				return usagef("nothing to change: give at least one of --scheduler, --%s, --persistent, --persistence-prefix, --no-persistent, --one-packet or --method",
+			healthChanged := hf.anyChanged(f)
+			if !changed && !schedChanged && !persistChanged && !healthChanged {
+				return usagef("nothing to change: give at least one of --scheduler, --%s, --persistent, --persistence-prefix, --no-persistent, --one-packet, --method, --check..., --no-check, --down-action, --quorum, --quorum-hysteresis, --sorry or --no-sorry",
 					strings.Join(schedFlagNames(), ", --"))
 			}
 			c, err := a.client()
@@ -321,7 +352,10 @@ Examples:
 			// wholes, so a partial change starts from the leader's current
 			// values.
 			var cur fsm.Service
-			if schedChanged || (persistChanged && !(f.Changed("persistent") && f.Changed("persistence-prefix"))) {
+			// A partial check change, and a sorry server given as a bare
+			// address, start from the leader's current service as well.
+			needCur := healthChanged && (hf.checks.changed(f) || f.Changed("sorry"))
+			if needCur || schedChanged || (persistChanged && !(f.Changed("persistent") && f.Changed("persistence-prefix"))) {
 				cur, _, err = c.Consistent().Service(cmd.Context(), name)
 				if err != nil {
 					return err
@@ -347,6 +381,11 @@ Examples:
 				}
 				patch.Persistence = &p
 			}
+			if healthChanged {
+				if err := hf.patchService(f, cur, &patch); err != nil {
+					return err
+				}
+			}
 			index, err := c.UpdateService(cmd.Context(), name, patch)
 			if err != nil {
 				return err
@@ -364,6 +403,7 @@ Examples:
 	f.StringVar(&method, "method", "", "default forwarding method of real servers added without one: nat, dr or tun")
 	cmd.MarkFlagsMutuallyExclusive("persistent", "no-persistent")
 	cmd.MarkFlagsMutuallyExclusive("persistence-prefix", "no-persistent")
+	hf.register(cmd, true)
 	registerServiceCompletions(cmd)
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -34,6 +35,7 @@ type daemon struct {
 	vips    vipOwner
 	duties  *duties
 	ping    pingScorer // nil without ping nodes
+	health  *healthMonitor
 	// bootstrapToken, from bootstrap_token_file, is added by a new
 	// leader while the cluster has no token; nil without the file.
 	bootstrapToken *bootstrapToken
@@ -184,10 +186,19 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer closePinger()
 
+	d.health = newHealthMonitor(cfg.NodeID, log, f, node, nil, runner, cfg.APITimeout)
+	sched, err := newScheduler(log, d.health)
+	if err != nil {
+		_ = node.Shutdown(context.Background())
+		return err
+	}
+	d.health.checks = sched
+
 	srv := newServer(cfg.NodeID, f, nodeConsensus{node: node, d: d}, d, log, cfg.APITimeout, apiSec)
 	if keys != nil {
 		srv.keys = keys
 	}
+	srv.health, srv.conns = d.health, d
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: apiErrorLog(log)}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -196,9 +207,16 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// IPVS converged until the node has shut down.
 	var wg sync.WaitGroup
 	loopCtx, stopLoops := context.WithCancel(context.Background())
-	wg.Add(2)
+	wg.Add(4)
 	go func() { defer wg.Done(); d.reconcileLoop(loopCtx) }()
 	go func() { defer wg.Done(); d.leadershipLoop(loopCtx) }()
+	go func() {
+		defer wg.Done()
+		if err := sched.Run(loopCtx); err != nil && loopCtx.Err() == nil {
+			log.Error("health check scheduler stopped", "err", err)
+		}
+	}()
+	go func() { defer wg.Done(); d.health.run(loopCtx) }()
 	if keys != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); keys.run(loopCtx) }()
@@ -462,4 +480,38 @@ func (l *lateLease) VerifyLeader(ctx context.Context) error {
 		return cluster.ErrNotLeader
 	}
 	return n.VerifyLeader(ctx)
+}
+
+// Connections implements connectionReader: it reads one service from the
+// kernel (not the whole table, which takes seconds at scale) for
+// `clusterctl server drain --wait`.
+func (d *daemon) Connections(ctx context.Context, service string, server netip.AddrPort) (api.Connections, error) {
+	out := api.Connections{Node: d.cfg.NodeID, Service: service, Server: server.String()}
+	var (
+		key lvs.ServiceKey
+		err error
+	)
+	d.fsm.Read(func(st *fsm.State) {
+		svc, ok := st.Services[service]
+		if !ok {
+			err = &fsm.FieldError{Field: "service", Reason: fmt.Sprintf("no service named %q", service), Kind: fsm.ErrNotFound}
+			return
+		}
+		key, err = lvs.ServiceKeyOf(st, svc)
+	})
+	if err != nil {
+		return out, err
+	}
+	svc, err := d.rec.ReadService(ctx, key)
+	if errors.Is(err, lvs.ErrServiceNotFound) {
+		return out, nil
+	}
+	if err != nil {
+		return out, err
+	}
+	if dst := svc.Dest(server); dst != nil {
+		out.Present = true
+		out.Weight, out.Active, out.Inactive = int(dst.Weight), int(dst.ActiveConns), int(dst.InactiveConns)
+	}
+	return out, nil
 }

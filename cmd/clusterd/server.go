@@ -53,6 +53,10 @@ type server struct {
 	// proxy carries forwarded requests. It ignores HTTP_PROXY: directors
 	// talk to each other directly.
 	proxy http.RoundTripper
+	// health gives the live health views; nil leaves them out.
+	health liveHealth
+	// conns reads connection counters for drain --wait; nil answers 503.
+	conns connectionReader
 	sec   security
 	// keys serves the gossip keyring endpoints; nil in insecure mode.
 	keys keyringSource
@@ -66,6 +70,18 @@ type security struct {
 	// ClientTLS, when set, makes forwarded requests go to the leader over
 	// HTTPS with this director's certificate; nil means plain HTTP.
 	ClientTLS *tls.Config
+}
+
+// connectionReader reads a real server's connection counters from this
+// director's kernel table.
+type connectionReader interface {
+	Connections(ctx context.Context, service string, server netip.AddrPort) (api.Connections, error)
+}
+
+// liveHealth gives every director's current views of a service's
+// servers, by server key and director.
+type liveHealth interface {
+	liveViews(service string) map[string]map[string]string
 }
 
 // forwardMargin is how much longer a follower waits for a forwarded
@@ -99,6 +115,8 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("POST /v1/services/{name}/servers", s.write(s.addServer))
 	mux.HandleFunc("PATCH /v1/services/{name}/servers/{server}", s.write(s.updateServer))
 	mux.HandleFunc("DELETE /v1/services/{name}/servers/{server}", s.write(s.deleteServer))
+	mux.HandleFunc("GET /v1/services/{name}/health", s.read(s.serviceHealth))
+	mux.HandleFunc("GET /v1/services/{name}/servers/{server}/connections", s.leaderOnly(s.connections))
 	mux.HandleFunc("GET /v1/snapshot", s.read(s.snapshot))
 	mux.HandleFunc("POST /v1/snapshot", s.write(s.restore))
 	mux.HandleFunc("GET /v1/members", s.members)
@@ -677,4 +695,69 @@ func (s *server) ipvsShow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.reply(w, http.StatusOK, rep.Index, rep)
+}
+
+func (s *server) serviceHealth(r *http.Request, st *fsm.State) (any, error) {
+	svc, err := lookupService(st, r.PathValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	var live map[string]map[string]string
+	if s.health != nil {
+		live = s.health.liveViews(svc.Name)
+	}
+	out := api.ServiceHealth{Service: svc.Name, Node: s.node, HealthyWeight: fsm.HealthyWeight(svc),
+		Quorum: svc.EffectiveQuorum(), QuorumLost: svc.QuorumLost, Servers: make([]api.ServerHealth, 0, len(svc.Servers))}
+	for key, rs := range svc.Servers {
+		sh := api.ServerHealth{Server: key, Admin: rs.Admin}
+		if cc := fsm.EffectiveCheck(svc, rs); cc != nil {
+			sh.Check = cc.Kind
+			sh.Live = live[key]
+		}
+		if rs.Health != nil {
+			sh.State, sh.Index, sh.Views = rs.Health.State, rs.Health.Index, rs.Health.Views
+		}
+		out.Servers = append(out.Servers, sh)
+	}
+	sort.Slice(out.Servers, func(i, j int) bool { return out.Servers[i].Server < out.Servers[j].Server })
+	// Marshalled under the read lock: Views point into the state.
+	return json.RawMessage(mustJSON(out)), nil
+}
+
+// connections reads a real server's connection counts from this leader's
+// kernel table, for `clusterctl server drain --wait`.
+func (s *server) connections(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ap, err := parseServerKey(r.PathValue("server"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	key := ap.String()
+	var known bool
+	s.fsm.Read(func(st *fsm.State) {
+		if svc, ok := st.Services[name]; ok {
+			_, known = svc.Servers[key]
+			if !known && svc.Sorry != nil {
+				known = fsm.ServerKey(svc.Sorry.Address, svc.Sorry.Port) == key
+			}
+		}
+	})
+	if !known {
+		s.fail(w, r, &fsm.FieldError{Field: "server", Reason: fmt.Sprintf("service %q has no real server %s", name, key), Kind: fsm.ErrNotFound})
+		return
+	}
+	if s.conns == nil {
+		s.fail(w, r, &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable,
+			Message: "this director cannot read connection counters"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	out, err := s.conns.Connections(ctx, name, ap)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.reply(w, http.StatusOK, s.fsm.Index(), out)
 }

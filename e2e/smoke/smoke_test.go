@@ -121,7 +121,9 @@ ping_nodes: [127.0.0.1]
 ping:
   interval: 200ms
 hooks:
-  on_leader: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_TERM $DIRECTORATE_VIPS" >> %s']
+  on_leader: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_TERM $DIRECTORATE_VIPS" >> %[9]s']
+  on_quorum_lost: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_SERVICE" >> %[9]s']
+  on_quorum_regained: ['echo "$DIRECTORATE_ROLE $DIRECTORATE_SERVICE" >> %[9]s']
 log:
   level: debug
 %s`, d.id, filepath.Join(d.dir, "data"), a.raft, a.gossip, a.api, n, strings.Join(gossip, ", "),
