@@ -6,6 +6,11 @@ BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# go.mod's toolchain line asks for a Go with the standard library's security
+# fixes (govulncheck in `make lint` fails without them); `auto` lets the go
+# command fetch it through the module proxy when the installed Go is older,
+# which Debian's and this project's machines set to `local` in go.env.
+export GOTOOLCHAIN ?= auto
 # Unit tests: everything but the process-level smoke suite, which needs the
 # built binaries.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e/smoke')

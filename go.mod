@@ -2,6 +2,8 @@ module github.com/directorate/directorate
 
 go 1.26.8
 
+toolchain go1.26.10
+
 require (
 	github.com/cloudflare/ipvs v0.12.0
 	github.com/hashicorp/go-hclog v1.6.3
