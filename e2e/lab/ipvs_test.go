@@ -1,0 +1,42 @@
+//go:build linux
+
+package lab
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// TestIPVSSaveAgainstSnapshot checks the two readers the scenarios compare:
+// ipvsadm's save format and the replicated state's desired table.
+func TestIPVSSaveAgainstSnapshot(t *testing.T) {
+	save := `-A -t 10.0.0.100:80 -s rr
+-a -t 10.0.0.100:80 -r 10.0.0.11:80 -g -w 1
+-a -t 10.0.0.100:80 -r 10.0.0.12:80 -g -w 0
+-A -t 10.0.0.101:80 -s wlc
+-a -t 10.0.0.101:80 -r 10.1.0.21:8080 -m -w 3
+`
+	got, err := parseIPVSSave(save)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Snapshot
+	raw := `{"index":9,"vips":{"web":{"prefix":"10.0.0.100/24"},"nat":{"prefix":"10.0.0.101/24"}},
+"services":{
+ "web":{"vip":"web","protocol":"tcp","port":80,"scheduler":"rr","servers":{
+   "10.0.0.11:80":{"address":"10.0.0.11","port":80,"method":"dr","weight":1,"admin":"enabled"},
+   "10.0.0.12:80":{"address":"10.0.0.12","port":80,"method":"dr","weight":5,"admin":"drained"},
+   "10.0.0.13:80":{"address":"10.0.0.13","port":80,"method":"dr","weight":5,"admin":"disabled"}}},
+ "nat":{"vip":"nat","protocol":"tcp","port":80,"scheduler":"wlc","servers":{
+   "10.1.0.21:8080":{"address":"10.1.0.21","port":8080,"method":"nat","weight":3,"admin":"enabled"}}}}}`
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		t.Fatal(err)
+	}
+	want := s.Desired()
+	if got.String() != want.String() {
+		t.Fatalf("ipvsadm table\n%s\ndiffers from the desired\n%s", got, want)
+	}
+	if _, err := parseIPVSSave("IP Virtual Server version 1.2.1\n"); err == nil {
+		t.Fatal("parseIPVSSave accepted a line that is not -A or -a")
+	}
+}
