@@ -222,11 +222,26 @@ func (c *Cluster) WaitLeader(timeout time.Duration) *Director {
 	c.T.Helper()
 	var l *Director
 	Poll(c.T, timeout, 100*time.Millisecond, "every present director to name one leader", func() (bool, error) {
+		if err := c.crashed(); err != nil {
+			return false, err
+		}
 		var ok bool
 		l, _, ok = c.AgreedLeader()
 		return ok, nil
 	})
 	return l
+}
+
+// crashed reports a director whose clusterd exited unasked, with the end
+// of its log.
+func (c *Cluster) crashed() error {
+	for _, d := range c.Dirs {
+		if d.Crashed() {
+			b, _ := os.ReadFile(d.LogPath())
+			return fmt.Errorf("%s: clusterd exited: %s", d.ID, tail(string(b), 5))
+		}
+	}
+	return nil
 }
 
 // Holders lists the directors that hold ip on an interface.
@@ -251,6 +266,9 @@ func (c *Cluster) WaitSettled(timeout time.Duration, vips ...netip.Addr) *Direct
 	var l *Director
 	last := "no agreed leader"
 	_, err := TryPoll(timeout, 100*time.Millisecond, func() (bool, error) {
+		if err := c.crashed(); err != nil {
+			return false, err
+		}
 		var ok bool
 		l, _, ok = c.AgreedLeader()
 		if !ok {
@@ -318,4 +336,69 @@ func (c *Cluster) WaitTables(timeout time.Duration, leader *Director, minIndex u
 		c.T.Fatalf("waiting for every director's IPVS table to match the replicated state: %v; last seen: %s", err, last)
 	}
 	return want
+}
+
+// HolderWatch samples which directors hold an address, from the kernel's
+// own address lists: the ground truth that ARP samples approximate.
+type HolderWatch struct {
+	stop chan struct{}
+	done chan struct{}
+	// Max is the most directors seen holding the address at once; Double
+	// the total time two or more did.
+	Max    int
+	Double time.Duration
+	// Seq lists the holders as they changed, e.g. [d1] [] [d2].
+	Seq []string
+	Err error
+}
+
+// WatchHolders samples ip's holders every interval until Stop.
+func (c *Cluster) WatchHolders(ip netip.Addr, interval time.Duration) *HolderWatch {
+	w := &HolderWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		prev := time.Now()
+		last := "-"
+		for {
+			h, err := c.Holders(ip)
+			if err != nil {
+				w.Err = err
+				return
+			}
+			now := time.Now()
+			if len(h) > w.Max {
+				w.Max = len(h)
+			}
+			if len(h) > 1 {
+				w.Double += now.Sub(prev)
+			}
+			if s := fmt.Sprint(ids(h)); s != last {
+				w.Seq = append(w.Seq, s)
+				last = s
+			}
+			prev = now
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	c.T.Cleanup(w.Stop)
+	return w
+}
+
+// Stop ends the sampling; it is safe to call more than once.
+func (w *HolderWatch) Stop() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// String shows w for the scenario logs.
+func (w *HolderWatch) String() string {
+	return fmt.Sprintf("holders over time %v, at most %d at once, %s with two or more", w.Seq, w.Max, w.Double.Round(time.Millisecond))
 }

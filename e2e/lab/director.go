@@ -42,7 +42,9 @@ type DirectorOptions struct {
 	// PingNodes are ping_nodes (Heartbeat's ping): ipfail follows them.
 	PingNodes []netip.Addr
 	// Watchdog is the device for a director, by node ID; a director not
-	// listed has no watchdog. WatchdogTimeout is watchdog.timeout.
+	// listed has no watchdog. WatchdogFile stands for a plain file in the
+	// director's directory: the VM has one softdog, which only one
+	// director can hold open. WatchdogTimeout is watchdog.timeout.
 	Watchdog        map[string]string
 	WatchdogTimeout time.Duration
 	// BootstrapExpect is how many directors form the first cluster; zero
@@ -51,6 +53,9 @@ type DirectorOptions struct {
 	// Extra is appended verbatim to every director's configuration.
 	Extra string
 }
+
+// WatchdogFile, as a Watchdog device, is a plain file of the director's.
+const WatchdogFile = "file"
 
 // Config renders the clusterd.yaml of director id at addr, whose gossip
 // seeds are join. This is the only place the lab writes clusterd's
@@ -86,6 +91,9 @@ func (o DirectorOptions) Config(id, dir string, addr netip.Addr, join []string) 
 		fmt.Fprintf(&b, "  lifetime: %s\n", o.Lifetime)
 	}
 	if dev := o.Watchdog[id]; dev != "" {
+		if dev == WatchdogFile {
+			dev = filepath.Join(dir, "watchdog")
+		}
 		fmt.Fprintf(&b, "watchdog:\n  device: %s\n", dev)
 		if o.WatchdogTimeout > 0 {
 			fmt.Fprintf(&b, "  timeout: %s\n", o.WatchdogTimeout)
@@ -111,6 +119,7 @@ type Director struct {
 	Config string
 	bin    string
 	proc   *Proc
+	killed bool
 }
 
 // NewDirector writes id's configuration on node n; Start starts it.
@@ -128,6 +137,11 @@ func (d *Director) Rewrite(opts DirectorOptions, join []string) {
 	if err := os.WriteFile(d.Config, []byte(opts.Config(d.ID, d.Dir, d.IP(), join)), 0o644); err != nil {
 		d.lab.t.Fatalf("lab: %v", err)
 	}
+	if opts.Watchdog[d.ID] == WatchdogFile {
+		if err := os.WriteFile(filepath.Join(d.Dir, "watchdog"), nil, 0o644); err != nil {
+			d.lab.t.Fatalf("lab: %v", err)
+		}
+	}
 }
 
 // LogPath is where d's clusterd writes.
@@ -137,7 +151,11 @@ func (d *Director) LogPath() string { return filepath.Join(d.Dir, "clusterd.log"
 func (d *Director) Start() {
 	d.lab.t.Helper()
 	d.proc = d.Start0()
+	d.killed = false
 }
+
+// Crashed reports whether d's clusterd exited without being killed.
+func (d *Director) Crashed() bool { return d.proc != nil && !d.killed && !d.proc.Running() }
 
 // Start0 starts clusterd and returns its process without recording it;
 // Start is what scenarios use.
@@ -152,6 +170,7 @@ func (d *Director) Running() bool { return d.proc != nil && d.proc.Running() }
 // Kill SIGKILLs d's clusterd and reaps it.
 func (d *Director) Kill() {
 	if d.proc != nil {
+		d.killed = true
 		d.proc.Kill()
 	}
 }
