@@ -20,6 +20,8 @@ var (
 	ClientIP = netip.MustParseAddr("10.0.0.200")
 	// WebVIP is the VIP of the DR and TUN services, on the outside network.
 	WebVIP = netip.MustParsePrefix("10.0.0.100/24")
+	// TunVIP is the TUN service's VIP, on the outside network.
+	TunVIP = netip.MustParsePrefix("10.0.0.102/24")
 	// NATVIP is the NAT service's VIP, on the outside network.
 	NATVIP = netip.MustParsePrefix("10.0.0.101/24")
 	// InsideGatewayVIP is the floating gateway the NAT real servers route
@@ -136,7 +138,9 @@ func (c *Cluster) setupDRTUN(n *Node) {
 	} {
 		n.Sysctl(kv[0], kv[1])
 	}
-	n.MustRun("ip", "addr", "add", WebVIP.Addr().String()+"/32", "dev", "lo")
+	for _, v := range []netip.Prefix{WebVIP, TunVIP} {
+		n.MustRun("ip", "addr", "add", v.Addr().String()+"/32", "dev", "lo")
+	}
 	n.MustRun("ip", "link", "set", "tunl0", "up")
 	n.Sysctl("net.ipv4.conf.tunl0.rp_filter", "0")
 }
