@@ -63,7 +63,7 @@ E2E_TIMEOUT ?= 20m
 E2E_RUN ?= .
 e2e-bins:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/clusterd ./cmd/clusterctl ./e2e/cmd/realserver
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/clusterd ./cmd/clusterctl ./e2e/cmd/realserver ./e2e/cmd/demo
 	CGO_ENABLED=0 $(GO) test -c -o $(BIN)/scenarios.test ./e2e/scenarios
 
 # e2e runs the end-to-end scenarios (real traffic through real kernel IPVS,

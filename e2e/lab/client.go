@@ -208,44 +208,45 @@ func (c *Client) WaitAnswer(t T, since time.Time, timeout time.Duration, what st
 	return got
 }
 
-// Outage is the client's view of an interruption that began at t0: the
-// time from t0 to the first request, sent after t0, that was answered and
-// after which no request failed; and how many failed in between.
+// Outage is the client's view of an interruption that began at t0.
+// Duration is the longest stretch without an answer: over every run of
+// failed requests sent after t0, from the first of them being sent to the
+// moment the next request was answered. Isolated failures
+// count as short stretches, not as an outage lasting until the last of
+// them. Failed and Answered count the requests sent after t0.
 type Outage struct {
 	Duration time.Duration
 	Failed   int
 	Answered int
 }
 
-// OutageSince measures the outage after t0 from the samples, over requests
-// sent before until. ok is false if traffic never recovered before until.
+// OutageSince measures the outage after t0 over requests sent before
+// until. ok is false if a failed run has no answer after it yet.
 func (c *Client) OutageSince(t0, until time.Time) (Outage, bool) {
 	var o Outage
-	var lastFail time.Time
-	var ss []Sample
+	var from time.Time
+	inRun := false
 	for _, s := range c.Since(t0) {
-		if s.At.Before(until) {
-			ss = append(ss, s)
+		if !s.At.Before(until) {
+			break
 		}
-	}
-	for _, s := range ss {
-		if s.OK() {
-			o.Answered++
-		} else {
+		if !s.OK() {
 			o.Failed++
-			lastFail = s.At
+			if !inRun {
+				from = s.At
+			}
+			inRun = true
+			continue
+		}
+		o.Answered++
+		if inRun {
+			if d := s.At.Add(s.RTT).Sub(from); d > o.Duration {
+				o.Duration = d
+			}
+			inRun = false
 		}
 	}
-	if lastFail.IsZero() {
-		return o, true
-	}
-	for _, s := range ss {
-		if s.At.After(lastFail) && s.OK() {
-			o.Duration = s.At.Add(s.RTT).Sub(t0)
-			return o, true
-		}
-	}
-	return o, false
+	return o, !inRun
 }
 
 // Report summarises the samples for a failure report: counts per server

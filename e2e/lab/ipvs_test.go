@@ -5,6 +5,7 @@ package lab
 import (
 	"encoding/json"
 	"testing"
+	"time"
 )
 
 // TestIPVSSaveAgainstSnapshot checks the two readers the scenarios compare:
@@ -38,5 +39,28 @@ func TestIPVSSaveAgainstSnapshot(t *testing.T) {
 	}
 	if _, err := parseIPVSSave("IP Virtual Server version 1.2.1\n"); err == nil {
 		t.Fatal("parseIPVSSave accepted a line that is not -A or -a")
+	}
+}
+
+// TestOutageSince checks the outage is the longest stretch without an
+// answer, not the time until the last failure.
+func TestOutageSince(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	c := &Client{samples: []Sample{
+		{At: at(-20), Who: "rs1"},
+		{At: at(0), Err: "timeout"},
+		{At: at(20), Err: "timeout"},
+		{At: at(1000), Who: "rs2", RTT: 5 * time.Millisecond},
+		{At: at(5000), Err: "stall"},
+		{At: at(5020), Who: "rs3", RTT: 5 * time.Millisecond},
+		{At: at(6000), Err: "pending"},
+	}}
+	o, ok := c.OutageSince(t0, at(5500))
+	if !ok || o.Duration != 1005*time.Millisecond || o.Failed != 3 || o.Answered != 2 {
+		t.Fatalf("OutageSince = %+v, %t; want 1.005s, 3 failed, 2 answered, true", o, ok)
+	}
+	if _, ok := c.OutageSince(t0, at(7000)); ok {
+		t.Fatal("a failed run with no answer after it counted as recovered")
 	}
 }
