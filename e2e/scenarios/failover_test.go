@@ -231,6 +231,9 @@ func TestHungLeader(t *testing.T) {
 	t.Logf("FIGURE hung-leader: d1 stopped; softdog fired after %s; %s leads; client-observed outage %s (%d requests failed); answered by %s",
 		fired.Sub(t0).Round(time.Millisecond), nl.ID, o.Duration.Round(time.Millisecond), o.Failed, served.Who)
 
+	wd, _ := exec.Command("grep", "-i", "watchdog", d1.LogPath()).Output()
+	t.Logf("d1's watchdog log:\n%s", wd)
+
 	if err := d1.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,9 @@ func TestDrift(t *testing.T) {
 	leader.MustRun("ipvsadm", "-C")
 	want := c.WaitTables(tableTimeout, leader, 0)
 	restored := time.Since(t0)
-	if restored > resync+3*time.Second {
+	// The margin covers one reconcile of the table and the VM's stalls
+	// (up to a second or two under load).
+	if restored > resync+5*time.Second {
 		t.Fatalf("the table was restored after %s, want within the resync interval %s (plus margin)", restored, resync)
 	}
 	o := measure(t, cl, t0, "drift")
