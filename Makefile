@@ -50,7 +50,7 @@ kernel-test: vm-deps $(BIN)/vmrun
 	$(BIN)/vmrun -timeout $(VM_TIMEOUT) -e DIRECTORATE_IPVS_TEST=1 -- \
 	  $(CURDIR)/$(BIN)/lvs.test -test.v -test.count=1 -test.run 'Kernel'
 
-test: deps lint unit fuzz smoke netns kernel-test
+test: deps lint unit fuzz smoke netns kernel-test e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -85,9 +85,27 @@ bench-checks:
 	$(GO) test -run '^$$' -bench 'Checks10k' -benchtime 1x ./probes/
 	$(GO) test -run '^$$' -bench 'TCPConnectFloor' -benchtime 3s ./probes/
 
-demo:
-	@echo "make demo comes with the e2e issue: it will boot a VM with directors, real servers and a client."
-	@echo "Until then, try the five-minute tour in README.md."
+
+# e2e-bins: the static binaries the e2e VM runs, and the scenario suite
+# compiled on the host (the guest runs host binaries over 9p).
+.PHONY: e2e e2e-bins
+E2E_TIMEOUT ?= 20m
+E2E_RUN ?= .
+e2e-bins:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/clusterd ./cmd/clusterctl ./e2e/cmd/realserver ./e2e/cmd/demo
+	CGO_ENABLED=0 $(GO) test -c -o $(BIN)/scenarios.test ./e2e/scenarios
+
+# e2e runs the end-to-end scenarios (real traffic through real kernel IPVS,
+# nodes as containers) in the throwaway VM; E2E_RUN selects scenarios.
+# DIRECTORATE_VM_KVM=1 asks for KVM.
+e2e: vm-deps e2e-bins $(BIN)/vmrun
+	$(BIN)/vmrun -timeout $(E2E_TIMEOUT) -- $(CURDIR)/$(BIN)/scenarios.test \
+	  -test.v -test.count=1 -test.timeout $(E2E_TIMEOUT) -test.run '$(E2E_RUN)' -bin $(CURDIR)/$(BIN)
+
+# demo boots the VM and narrates three directors serving, and failing over.
+demo: vm-deps e2e-bins $(BIN)/vmrun
+	$(BIN)/vmrun -timeout 10m -- $(CURDIR)/$(BIN)/demo -bin $(CURDIR)/$(BIN)
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,274 @@
+//go:build linux
+
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Each director's ports; each director has a namespace, so they repeat.
+const (
+	RaftPort   = 7001
+	GossipPort = 7002
+	APIPort    = 7003
+)
+
+// DirectorOptions are the parts of clusterd's configuration a scenario
+// varies. Config renders them; extend both together (the security work adds
+// TLS and tokens here, the health work health checks).
+type DirectorOptions struct {
+	// Profile is timing.profile: "default" unless a scenario says why not.
+	Profile string
+	// Heartbeat, Election and Lease override the profile's raft
+	// heartbeat_timeout, election_timeout and leader_lease_timeout when
+	// set.
+	Heartbeat, Election, Lease time.Duration
+	// Fence is vip.fence: "none" or "lease".
+	Fence string
+	// Lifetime is vip.lifetime (0: clusterd's default).
+	Lifetime time.Duration
+	// Resync is lvs.resync_interval (0: clusterd's default).
+	Resync time.Duration
+	// PingNodes are ping_nodes (Heartbeat's ping): ipfail follows them.
+	PingNodes []netip.Addr
+	// Watchdog is the device for a director, by node ID; a director not
+	// listed has no watchdog. WatchdogFile stands for a plain file in the
+	// director's directory: the VM has one softdog, which only one
+	// director can hold open. WatchdogTimeout is watchdog.timeout.
+	Watchdog        map[string]string
+	WatchdogTimeout time.Duration
+	// BootstrapExpect is how many directors form the first cluster; zero
+	// means the director joins an existing one.
+	BootstrapExpect int
+	// Extra is appended verbatim to every director's configuration.
+	Extra string
+}
+
+// WatchdogFile, as a Watchdog device, is a plain file of the director's.
+const WatchdogFile = "file"
+
+// Config renders the clusterd.yaml of director id at addr, whose gossip
+// seeds are join. This is the only place the lab writes clusterd's
+// configuration.
+func (o DirectorOptions) Config(id, dir string, addr netip.Addr, join []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node_id: %s\ndata_dir: %s\n", id, filepath.Join(dir, "data"))
+	fmt.Fprintf(&b, "raft_addr: %s\ngossip_addr: %s\napi_addr: %s\n",
+		netip.AddrPortFrom(addr, RaftPort), netip.AddrPortFrom(addr, GossipPort), netip.AddrPortFrom(addr, APIPort))
+	fmt.Fprintf(&b, "bootstrap_expect: %d\njoin: [%s]\n", o.BootstrapExpect, strings.Join(join, ", "))
+	profile := o.Profile
+	if profile == "" {
+		profile = "default"
+	}
+	fmt.Fprintf(&b, "timing:\n  profile: %s\n", profile)
+	for _, kv := range []struct {
+		key string
+		d   time.Duration
+	}{{"heartbeat_timeout", o.Heartbeat}, {"election_timeout", o.Election}, {"leader_lease_timeout", o.Lease}} {
+		if kv.d > 0 {
+			fmt.Fprintf(&b, "  %s: %s\n", kv.key, kv.d)
+		}
+	}
+	b.WriteString("lvs:\n  backend: kernel\n")
+	if o.Resync > 0 {
+		fmt.Fprintf(&b, "  resync_interval: %s\n", o.Resync)
+	}
+	b.WriteString("vip:\n  backend: kernel\n")
+	if o.Fence != "" {
+		fmt.Fprintf(&b, "  fence: %s\n", o.Fence)
+	}
+	if o.Lifetime > 0 {
+		fmt.Fprintf(&b, "  lifetime: %s\n", o.Lifetime)
+	}
+	if dev := o.Watchdog[id]; dev != "" {
+		if dev == WatchdogFile {
+			dev = filepath.Join(dir, "watchdog")
+		}
+		fmt.Fprintf(&b, "watchdog:\n  device: %s\n", dev)
+		if o.WatchdogTimeout > 0 {
+			fmt.Fprintf(&b, "  timeout: %s\n", o.WatchdogTimeout)
+		}
+	}
+	if len(o.PingNodes) > 0 {
+		var ps []string
+		for _, p := range o.PingNodes {
+			ps = append(ps, p.String())
+		}
+		fmt.Fprintf(&b, "ping_nodes: [%s]\n", strings.Join(ps, ", "))
+	}
+	b.WriteString("log:\n  level: debug\n")
+	b.WriteString(o.Extra)
+	return b.String()
+}
+
+// Director is a node running clusterd.
+type Director struct {
+	*Node
+	ID     string
+	API    string
+	Config string
+	bin    string
+	proc   *Proc
+	killed bool
+}
+
+// NewDirector writes id's configuration on node n; Start starts it.
+func NewDirector(n *Node, bin string, opts DirectorOptions, join []string) *Director {
+	n.lab.t.Helper()
+	d := &Director{Node: n, ID: n.Name, API: netip.AddrPortFrom(n.IP(), APIPort).String(), bin: bin,
+		Config: filepath.Join(n.Dir, "clusterd.yaml")}
+	d.Rewrite(opts, join)
+	return d
+}
+
+// Rewrite replaces d's configuration; it takes effect at the next Start.
+func (d *Director) Rewrite(opts DirectorOptions, join []string) {
+	d.lab.t.Helper()
+	if err := os.WriteFile(d.Config, []byte(opts.Config(d.ID, d.Dir, d.IP(), join)), 0o644); err != nil {
+		d.lab.t.Fatalf("lab: %v", err)
+	}
+	if opts.Watchdog[d.ID] == WatchdogFile {
+		if err := os.WriteFile(filepath.Join(d.Dir, "watchdog"), nil, 0o644); err != nil {
+			d.lab.t.Fatalf("lab: %v", err)
+		}
+	}
+}
+
+// LogPath is where d's clusterd writes.
+func (d *Director) LogPath() string { return filepath.Join(d.Dir, "clusterd.log") }
+
+// Start starts clusterd in d's container.
+func (d *Director) Start() {
+	d.lab.t.Helper()
+	d.proc = d.Start0()
+	d.killed = false
+}
+
+// Crashed reports whether d's clusterd exited without being killed.
+func (d *Director) Crashed() bool { return d.proc != nil && !d.killed && !d.proc.Running() }
+
+// Start0 starts clusterd and returns its process without recording it;
+// Start is what scenarios use.
+func (d *Director) Start0() *Proc {
+	d.lab.t.Helper()
+	return d.Node.Start(d.LogPath(), filepath.Join(d.bin, "clusterd"), "-config", d.Config)
+}
+
+// Running reports whether d's clusterd runs (stopped counts as running).
+func (d *Director) Running() bool { return d.proc != nil && d.proc.Running() }
+
+// Kill SIGKILLs d's clusterd and reaps it.
+func (d *Director) Kill() {
+	if d.proc != nil {
+		d.killed = true
+		d.proc.Kill()
+	}
+}
+
+// Signal sends sig to d's clusterd.
+func (d *Director) Signal(sig syscall.Signal) error {
+	if d.proc == nil {
+		return fmt.Errorf("%s: clusterd not started", d.ID)
+	}
+	return d.proc.Signal(sig)
+}
+
+// Ctl runs clusterctl inside d against d's API.
+func (d *Director) Ctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return d.ctl(ctx, args...)
+}
+
+func (d *Director) ctl(ctx context.Context, args ...string) (string, error) {
+	argv := append([]string{"netns", "exec", d.NS, filepath.Join(d.bin, "clusterctl"), "--addr", d.API}, args...)
+	cmd := exec.CommandContext(ctx, "ip", argv...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("clusterctl %s on %s: %w: %s%s", strings.Join(args, " "), d.ID, err, errb.String(), out.String())
+	}
+	return out.String(), nil
+}
+
+// MustCtl is Ctl that fails the lab's T on error.
+func (d *Director) MustCtl(args ...string) string {
+	d.lab.t.Helper()
+	out, err := d.Ctl(args...)
+	if err != nil {
+		d.lab.t.Fatalf("%v", err)
+	}
+	return out
+}
+
+// Status is the part of `clusterctl status -o json` the lab reads.
+type Status struct {
+	Node   string `json:"node"`
+	State  string `json:"state"`
+	Leader string `json:"leader"`
+	Term   uint64 `json:"term"`
+	Index  uint64 `json:"index"`
+	Voters int    `json:"voters"`
+}
+
+// Status asks d for its view; ok is false if d does not answer.
+func (d *Director) Status() (Status, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := d.ctl(ctx, "status", "-o", "json", "--timeout", "2s")
+	if err != nil {
+		return Status{}, false
+	}
+	var env struct {
+		Data Status `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(out), &env); err != nil || env.Data.Node == "" {
+		return Status{}, false
+	}
+	return env.Data, true
+}
+
+// Snapshot is the part of the replicated state the lab checks: `clusterctl
+// snapshot save -` as d serves it from its local state.
+type Snapshot struct {
+	Index uint64 `json:"index"`
+	VIPs  map[string]struct {
+		Prefix netip.Prefix `json:"prefix"`
+	} `json:"vips"`
+	Services map[string]struct {
+		VIP       string `json:"vip"`
+		Protocol  string `json:"protocol"`
+		Port      int    `json:"port"`
+		Scheduler string `json:"scheduler"`
+		Servers   map[string]struct {
+			Address netip.Addr `json:"address"`
+			Port    int        `json:"port"`
+			Method  string     `json:"method"`
+			Weight  int        `json:"weight"`
+			Admin   string     `json:"admin"`
+		} `json:"servers"`
+	} `json:"services"`
+}
+
+// Snapshot reads d's local replicated state.
+func (d *Director) Snapshot() (Snapshot, error) {
+	out, err := d.Ctl("snapshot", "save", "-")
+	if err != nil {
+		return Snapshot{}, err
+	}
+	var s Snapshot
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		return Snapshot{}, fmt.Errorf("%s: parse snapshot: %w", d.ID, err)
+	}
+	return s, nil
+}
