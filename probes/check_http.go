@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -85,11 +84,11 @@ func (c *HTTPChecker) check(ctx context.Context, spec CheckSpec) error {
 		req.Host = spec.Host
 	}
 
-	conn, err := c.dialer.DialTCP(ctx, "tcp", netip.AddrPort{}, spec.Target)
+	conn, err := c.dialer.DialContext(ctx, "tcp", spec.Target.String())
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	defer closeAbortive(conn)
+	defer closeAbortive(conn.(*net.TCPConn))
 	// The deadline makes every read and write below, including a slow
 	// body, give up at the check's timeout.
 	if deadline, ok := ctx.Deadline(); ok {

@@ -203,22 +203,6 @@ func TestSchedulerDeduplicates(t *testing.T) {
 	if ca > 2*cb+3 {
 		t.Errorf("a ran %d times while b ran %d: a is not deduplicated", ca, cb)
 	}
-	// Consecutive calls of one check are an interval apart, not three
-	// runs bunched together.
-	var prev time.Time
-	bunched := 0
-	for _, c := range r.checker.Calls() {
-		if c.Spec != a {
-			continue
-		}
-		if !prev.IsZero() && c.At.Sub(prev) < a.Interval/2 {
-			bunched++
-		}
-		prev = c.At
-	}
-	if bunched > 2 {
-		t.Errorf("%d calls of a came less than half an interval after the previous one", bunched)
-	}
 }
 
 func TestSchedulerSetKeepsStateAndStopsRemoved(t *testing.T) {
