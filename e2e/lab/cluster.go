@@ -47,7 +47,12 @@ type Options struct {
 	// Servers is how many DR/TUN real servers sit on the outside network
 	// (default 3); NATServers how many NAT real servers on the inside one.
 	Servers, NATServers int
-	Director            DirectorOptions
+	// Director is every director's configuration. Without a
+	// Director.PKI, NewCluster runs `clusterd tls init` into Dir/pki and
+	// the directors run in secure mode with its files: mutual TLS for
+	// raft, encrypted gossip, the HTTPS API with the bootstrap token,
+	// which the lab's clusterctl calls use.
+	Director DirectorOptions
 }
 
 // Cluster is a lab with directors, real servers, a client and a gateway.
@@ -106,12 +111,23 @@ func NewCluster(t T, o Options) *Cluster {
 		n.Start(filepath.Join(n.Dir, "realserver.log"), filepath.Join(o.Bin, "realserver"), "-name", name, "-listen", ":8080")
 		c.NATServers = append(c.NATServers, n)
 	}
-	var join []string
+	var join, dids []string
+	addrs := map[string]netip.Addr{}
 	for i := range o.Directors {
 		join = append(join, netip.AddrPortFrom(directorIP(i+1), GossipPort).String())
+		id := fmt.Sprintf("d%d", i+1)
+		dids = append(dids, id)
+		addrs[id] = directorIP(i + 1)
+	}
+	if o.Director.PKI == "" {
+		o.Director.PKI = filepath.Join(o.Dir, "pki")
+		c.Opts.Director.PKI = o.Director.PKI
+		if err := TLSInit(o.Bin, o.Director.PKI, dids, addrs); err != nil {
+			t.Fatalf("lab: %v", err)
+		}
 	}
 	for i := range o.Directors {
-		n := c.Lab.AddNode(fmt.Sprintf("d%d", i+1),
+		n := c.Lab.AddNode(dids[i],
 			Link{Outside, pfx(directorIP(i+1), OutsideNet)}, Link{Inside, pfx(insideIP(i+1), InsideNet)})
 		c.Dirs = append(c.Dirs, NewDirector(n, o.Bin, o.Director, join[:max(o.Started, 3)]))
 	}

@@ -24,9 +24,14 @@ const (
 )
 
 // DirectorOptions are the parts of clusterd's configuration a scenario
-// varies. Config renders them; extend both together (the security work adds
-// TLS and tokens here, the health work health checks).
+// varies. Config renders them; extend both together.
 type DirectorOptions struct {
+	// PKI is the `clusterd tls init` directory whose CA, director
+	// certificate, gossip key and bootstrap token the director uses: the
+	// lab runs in secure mode, as a real cluster does. NewCluster sets
+	// it, and Director.Rewrite keeps the director's own when it is empty;
+	// a scenario sets it only to give a director another CA.
+	PKI string
 	// Profile is timing.profile: "default" unless a scenario says why not.
 	Profile string
 	// Heartbeat, Election and Lease override the profile's raft
@@ -106,6 +111,9 @@ func (o DirectorOptions) Config(id, dir string, addr netip.Addr, join []string) 
 		}
 		fmt.Fprintf(&b, "ping_nodes: [%s]\n", strings.Join(ps, ", "))
 	}
+	if o.PKI != "" {
+		b.WriteString(securityConfig(o.PKI, id))
+	}
 	b.WriteString("log:\n  level: debug\n")
 	b.WriteString(o.Extra)
 	return b.String()
@@ -120,20 +128,28 @@ type Director struct {
 	bin    string
 	proc   *Proc
 	killed bool
+	// pki is the tls init directory d was created with; creds are the
+	// operator credentials its clusterctl uses by default.
+	pki   string
+	creds Credentials
 }
 
 // NewDirector writes id's configuration on node n; Start starts it.
 func NewDirector(n *Node, bin string, opts DirectorOptions, join []string) *Director {
 	n.lab.t.Helper()
 	d := &Director{Node: n, ID: n.Name, API: netip.AddrPortFrom(n.IP(), APIPort).String(), bin: bin,
-		Config: filepath.Join(n.Dir, "clusterd.yaml")}
+		Config: filepath.Join(n.Dir, "clusterd.yaml"), pki: opts.PKI, creds: operatorCredentials(opts.PKI)}
 	d.Rewrite(opts, join)
 	return d
 }
 
 // Rewrite replaces d's configuration; it takes effect at the next Start.
+// Options without a PKI keep the one d was created with.
 func (d *Director) Rewrite(opts DirectorOptions, join []string) {
 	d.lab.t.Helper()
+	if opts.PKI == "" {
+		opts.PKI = d.pki
+	}
 	if err := os.WriteFile(d.Config, []byte(opts.Config(d.ID, d.Dir, d.IP(), join)), 0o644); err != nil {
 		d.lab.t.Fatalf("lab: %v", err)
 	}
@@ -183,16 +199,31 @@ func (d *Director) Signal(sig syscall.Signal) error {
 	return d.proc.Signal(sig)
 }
 
-// Ctl runs clusterctl inside d against d's API.
+// Ctl runs clusterctl inside d against d's API, over HTTPS with the
+// cluster's bootstrap operator token.
 func (d *Director) Ctl(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return d.ctl(ctx, args...)
+	return d.CtlAs(d.creds, args...)
 }
 
+// CtlAs is Ctl with other credentials: a read token, or none.
+func (d *Director) CtlAs(creds Credentials, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return d.ctlAs(ctx, creds, args...)
+}
+
+// OperatorCredentials are the credentials Ctl uses; a scenario derives
+// others from them (the same CA, another token).
+func (d *Director) OperatorCredentials() Credentials { return d.creds }
+
 func (d *Director) ctl(ctx context.Context, args ...string) (string, error) {
+	return d.ctlAs(ctx, d.creds, args...)
+}
+
+func (d *Director) ctlAs(ctx context.Context, creds Credentials, args ...string) (string, error) {
 	argv := append([]string{"netns", "exec", d.NS, filepath.Join(d.bin, "clusterctl"), "--addr", d.API}, args...)
 	cmd := exec.CommandContext(ctx, "ip", argv...)
+	cmd.Env = creds.env()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {

@@ -100,6 +100,9 @@ func run(t *demoT, bin string) {
 	fmt.Println("    directors d1 d2 d3 (10.0.0.1-3), real servers rs1 rs2 rs3 (10.0.0.11-13, LVS-DR),")
 	fmt.Println("    a client (10.0.0.200) and a gateway (10.0.0.254). The kernel's IPVS does the forwarding.")
 	fmt.Println("    Raft timeouts are 1 s/1 s/500 ms: the default profile scaled to this emulated CPU.")
+	fmt.Println("    Secure mode, as in production: `clusterd tls init` wrote a CA, one certificate per director,")
+	fmt.Println("    a gossip key and a bootstrap token; raft runs over mutual TLS, gossip is encrypted, and")
+	fmt.Println("    clusterctl speaks HTTPS with DIRECTORATE_CA and DIRECTORATE_TOKEN_FILE set.")
 	c := lab.NewCluster(t, lab.Options{Bin: bin, Dir: dir, Director: lab.DirectorOptions{
 		Heartbeat: time.Second, Election: time.Second, Lease: 500 * time.Millisecond}})
 
