@@ -98,9 +98,7 @@ func TestDaemonCrash(t *testing.T) {
 	arp := lab.StartARPWatch(c.Client, webVIP)
 	holders := c.WatchHolders(webVIP, 50*time.Millisecond)
 	c.AddReport(func() string { return arp.Analyse().String() + "\n" + holders.String() })
-	lab.Poll(t, 10*time.Second, 50*time.Millisecond, "arping to see the leader", func() (bool, error) {
-		return len(arp.Replies()) > 0, nil
-	})
+	waitARPReply(t, arp)
 
 	t0 := time.Now()
 	leader.Kill()
@@ -138,6 +136,7 @@ func TestDaemonCrash(t *testing.T) {
 func TestPartition(t *testing.T) {
 	c, leader, cl := serving(t, lab.Options{})
 	arp := lab.StartARPWatch(c.Client, webVIP)
+	waitARPReply(t, arp)
 	holders := c.WatchHolders(webVIP, 50*time.Millisecond)
 	c.AddReport(func() string { return arp.Analyse().String() + "\n" + holders.String() })
 
@@ -252,4 +251,15 @@ func TestHungLeader(t *testing.T) {
 	cl.WaitAnswer(t, time.Now(), 10*time.Second, "an answer after d1 resumed", func(string) bool { return true })
 	holders.Stop()
 	t.Logf("%s", holders)
+}
+
+// waitARPReply waits until arping has heard the VIP's holder answer, so a
+// fault injected next is seen from before: under emulation arping may take
+// seconds to send its first request, and a watch that starts after the
+// fault never sees the old holder's MAC.
+func waitARPReply(t *testing.T, arp *lab.ARPWatch) {
+	t.Helper()
+	lab.Poll(t, 15*time.Second, 50*time.Millisecond, "arping to hear the VIP's holder", func() (bool, error) {
+		return len(arp.Replies()) > 0, nil
+	})
 }
