@@ -89,7 +89,8 @@ func TestTCPCheckResets(t *testing.T) {
 	}
 }
 
-// timeWaits counts IPv4 TCP sockets in TIME_WAIT with port at either end.
+// timeWaits counts IPv4 TCP sockets in TIME_WAIT with 127.0.0.1:port at
+// either end.
 func timeWaits(t *testing.T, port uint16) int {
 	t.Helper()
 	f, err := os.Open("/proc/net/tcp")
@@ -97,7 +98,7 @@ func timeWaits(t *testing.T, port uint16) int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	p := fmt.Sprintf(":%04X", port)
+	p := fmt.Sprintf("0100007F:%04X", port)
 	count := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -106,7 +107,7 @@ func timeWaits(t *testing.T, port uint16) int {
 		if len(fields) < 4 || fields[3] != "06" {
 			continue
 		}
-		if strings.HasSuffix(fields[1], p) || strings.HasSuffix(fields[2], p) {
+		if fields[1] == p || fields[2] == p {
 			count++
 		}
 	}
