@@ -232,8 +232,12 @@ func TestSchedulerSetKeepsStateAndStopsRemoved(t *testing.T) {
 	if n := len(r.changesOf(kept)); n != 1 {
 		t.Errorf("kept check changed %d times, want only its first rise", n)
 	}
-	// A removed check that comes back starts afresh.
+	// A removed check that comes back starts afresh. Its first attempt
+	// is due at once; hung, it cannot end (and move the check out of
+	// unknown) before its 10 ms timeout, so the status read below does
+	// not race it.
 	r.checker.SetUp(removed.Target, false)
+	r.checker.SetHung(removed.Target, true)
 	r.s.Set([]probes.CheckSpec{kept, removed})
 	// Its first attempt may already have failed it (fall is 1), so down
 	// is fresh too; up could only be the removed check's old state.
