@@ -83,7 +83,7 @@ bench: bench-checks
 .PHONY: bench-checks
 bench-checks:
 	$(GO) test -run '^$$' -bench 'Checks10k' -benchtime 1x ./probes/
-	$(GO) test -run '^$$' -bench 'TCPConnectFloor' -benchtime 3s ./probes/
+	$(GO) test -run '^$$' -bench 'TCPConnectFloor|TCPCheck$$|SchedulerAttempt' -benchmem -benchtime 3s ./probes/
 
 
 # e2e-bins: the static binaries the e2e VM runs, and the scenario suite
