@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	e2elab "github.com/directorate/directorate/e2e/lab"
 )
 
 var directorLogs = flag.Bool("director-logs", false, "log every director's output at the end of each test, not only of failed ones")
@@ -379,7 +381,7 @@ func (c *cluster) agreedLeader() (*director, bool) {
 func (c *cluster) waitLeader(timeout time.Duration) *director {
 	c.tb.Helper()
 	var leader *director
-	waitFor(c.tb, timeout, 50*time.Millisecond, "every running director to name one leader", func() (bool, error) {
+	e2elab.Poll(c.tb, timeout, 50*time.Millisecond, "every running director to name one leader", func() (bool, error) {
 		var ok bool
 		leader, ok = c.agreedLeader()
 		return ok, nil
@@ -415,7 +417,7 @@ func (c *cluster) waitSettled(leader *director, timeout time.Duration) *director
 	deadline := time.Now().Add(timeout)
 	state := "no agreed leader"
 	var settledOn *director
-	settled, err := poll(timeout, 50*time.Millisecond, func() (bool, error) {
+	settled, err := e2elab.TryPoll(timeout, 50*time.Millisecond, func() (bool, error) {
 		for _, d := range c.dirs {
 			if !d.running() {
 				return false, fmt.Errorf("%s: %w", d.id, errExited)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	e2elab "github.com/directorate/directorate/e2e/lab"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -91,7 +92,7 @@ func renewals(samples []vipSample) []string {
 // waitVIPGone polls d until its VIP is gone and returns when it went.
 func waitVIPGone(tb testing.TB, d *director, timeout time.Duration) time.Time {
 	tb.Helper()
-	return waitFor(tb, timeout, probeInterval, d.id+"'s VIP to go", func() (bool, error) {
+	return e2elab.Poll(tb, timeout, probeInterval, d.id+"'s VIP to go", func() (bool, error) {
 		_, ok, err := d.addr(vipPrefix.Addr())
 		return !ok, err
 	})
@@ -128,7 +129,7 @@ func TestLeaderKillMovesVIP(t *testing.T) {
 	}
 	// The client reaches next because its neighbour table says so: the
 	// gratuitous ARP moved it, although the dead leader still answers ARP.
-	waitFor(t, 2*time.Second, probeInterval, "the client's neighbour entry for the VIP to be "+next.id+"'s MAC", func() (bool, error) {
+	e2elab.Poll(t, 2*time.Second, probeInterval, "the client's neighbour entry for the VIP to be "+next.id+"'s MAC", func() (bool, error) {
 		mac, ok, err := c.client.neighbour(vipPrefix.Addr())
 		return ok && mac.String() == next.mac.String(), err
 	})
@@ -185,7 +186,7 @@ func TestFenceLeaseNoTwoMACs(t *testing.T) {
 	next := c.byID(first.who)
 	// Take the next leader's whole announcement burst into the sample
 	// window: by default three rounds of a gratuitous request and reply.
-	end := waitFor(t, 5*time.Second, probeInterval, next.id+"'s announcement burst", func() (bool, error) {
+	end := e2elab.Poll(t, 5*time.Second, probeInterval, next.id+"'s announcement burst", func() (bool, error) {
 		return c.probe.announcements(next.mac.String(), t0) >= 6, nil
 	})
 	t.Logf("fence lease: SIGKILL of leader %s; its VIP was gone by its lifetime %s later (valid_lft was %ds); %s answered the client %s after the kill",
@@ -247,7 +248,7 @@ func TestStoppedLeaderReleasesOnResume(t *testing.T) {
 	// lifetime is left that an expiry cannot pass for a release.
 	const overdue = 5
 	var left int
-	waitFor(t, lifetime, probeInterval, fmt.Sprintf("the stopped leader's VIP to have at most %ds left", overdue), func() (bool, error) {
+	e2elab.Poll(t, lifetime, probeInterval, fmt.Sprintf("the stopped leader's VIP to have at most %ds left", overdue), func() (bool, error) {
 		a, ok, err := leader.addr(vipPrefix.Addr())
 		if err == nil && !ok {
 			err = fmt.Errorf("the stopped leader's VIP went before it resumed: the scenario needs a longer lifetime")
@@ -337,7 +338,7 @@ func TestLeaderLosingPingNodeHandsOver(t *testing.T) {
 		extra: fmt.Sprintf("ping_nodes: [%s]\nping:\n  interval: 100ms\n  hysteresis: 1s\n", clientIP)})
 	// Every director must have announced a full score before the cut, or
 	// the leader could not know that a peer does better.
-	waitFor(t, 20*time.Second, 100*time.Millisecond, "every director to reach its ping node", func() (bool, error) {
+	e2elab.Poll(t, 20*time.Second, 100*time.Millisecond, "every director to reach its ping node", func() (bool, error) {
 		out, _, err := c.ctl(leader, "member", "ls", "-o", "json")
 		return err == nil && strings.Count(out, `"ping_score": 1`) == 3, nil
 	})

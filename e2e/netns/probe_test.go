@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	e2elab "github.com/directorate/directorate/e2e/lab"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -206,7 +207,7 @@ func (p *prober) firstAnswer(since time.Time, match func(who string) bool) (answ
 func (p *prober) waitAnswer(tb testing.TB, since time.Time, timeout time.Duration, what string, match func(who string) bool) answer {
 	tb.Helper()
 	var a answer
-	waitFor(tb, timeout, probeInterval, what, func() (bool, error) {
+	e2elab.Poll(tb, timeout, probeInterval, what, func() (bool, error) {
 		var ok bool
 		a, ok = p.firstAnswer(since, match)
 		return ok, nil

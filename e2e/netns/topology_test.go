@@ -23,7 +23,6 @@ import (
 	"os/exec"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -244,39 +243,6 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
-}
-
-// waitFor polls fn every interval until it reports true, and fails tb once
-// timeout has passed. fn's error is fatal at once.
-func waitFor(tb testing.TB, timeout, interval time.Duration, what string, fn func() (bool, error)) time.Time {
-	tb.Helper()
-	at, err := poll(timeout, interval, fn)
-	if err != nil {
-		tb.Fatalf("waiting for %s: %v", what, err)
-	}
-	return at
-}
-
-// errTimeout says a poll ran out of time.
-var errTimeout = errors.New("timed out")
-
-// poll calls fn every interval until it reports true, and returns when it
-// did; errTimeout once timeout has passed, or fn's error at once.
-func poll(timeout, interval time.Duration, fn func() (bool, error)) (time.Time, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := fn()
-		if err != nil {
-			return time.Time{}, err
-		}
-		if ok {
-			return time.Now(), nil
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%w after %s", errTimeout, timeout)
-		}
-		time.Sleep(interval)
-	}
 }
 
 // errExited says a process ended while a test still needed it.
