@@ -278,6 +278,12 @@ func (d *daemon) reconcileLoop(ctx context.Context) {
 			return
 		case <-changed:
 		case <-tick.C:
+			// The reconciler trusts its cache for a resync interval
+			// counted from its last read, which a commit may have
+			// triggered between two ticks: without this, a tick could
+			// fall just short of the interval and drift (ipvsadm -C)
+			// would wait for the next one, two intervals in all.
+			d.rec.Invalidate()
 		case <-retry:
 		}
 	}
