@@ -165,7 +165,10 @@ type ReconcileStatus struct {
 	Index    uint64        `json:"index"`
 	Duration time.Duration `json:"duration"`
 	Changes  int           `json:"changes"`
-	Error    string        `json:"error,omitempty"`
+	// Retiring counts removed destinations still at weight 0 while
+	// their connections end.
+	Retiring int    `json:"retiring,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // ServiceSummary is a service without its real servers, with counts.

@@ -179,14 +179,35 @@ const (
 	// Held: in the state, but lvs cannot express it (Desired.Held); the
 	// kernel entry, if any, is left alone.
 	Held DiffState = "held"
+	// Retiring: a destination no longer desired, kept at weight 0 until
+	// its connections end or its grace period does (see
+	// Options.RemoveGrace). It is a planned step, so it leaves the
+	// report in sync.
+	Retiring DiffState = "retiring"
 )
 
 // Report sets a kernel table beside the desired one, for `clusterctl
 // ipvs show`.
 type Report struct {
 	Services []ServiceDiff
-	// InSync is true when nothing but foreign services differs.
+	// InSync is true when nothing but foreign services and retiring
+	// destinations differs.
 	InSync bool
+}
+
+// settle recomputes InSync from the states.
+func (r *Report) settle() {
+	r.InSync = true
+	for _, sd := range r.Services {
+		if sd.State != InSync && sd.State != Foreign {
+			r.InSync = false
+		}
+		for _, dd := range sd.Dests {
+			if dd.State != InSync && dd.State != Retiring {
+				r.InSync = false
+			}
+		}
+	}
 }
 
 // ServiceDiff is one service, desired and actual.

@@ -99,7 +99,8 @@ func (cl *client) echo(t *testing.T, s string) {
 // in three namespaces (client, director, real servers) and checks that a
 // server agreed down keeps its established connection at weight 0, that
 // the sorry server takes new connections while the quorum is lost and
-// hands them back when it is regained, that a drained server keeps its
+// hands them back when it is regained, keeping its own connections until
+// they end, that a drained server keeps its
 // connection while new ones avoid it, and that ReadService reports the
 // kernel's active connection counts falling to 0 once clients are done.
 //
@@ -269,15 +270,18 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 
 	// Both down: quorum lost, the sorry server answers new connections.
 	apply(health(other, fsm.HealthDown))
-	if cl := dial(t); cl.server != sorry.String() {
-		t.Errorf("below quorum a new connection went to %s, want the sorry server %s", cl.server, sorry)
+	onSorry := dial(t)
+	if onSorry.server != sorry.String() {
+		t.Errorf("below quorum a new connection went to %s, want the sorry server %s", onSorry.server, sorry)
 	}
 	kept.echo(t, "below quorum")
 	svc = read()
 	requireDest(svc, sorry, 1, 1)
 	requireDest(svc, keptAddr, 0, 1)
 
-	// Both back: the sorry server leaves and traffic returns.
+	// Both back: traffic returns, and the sorry server, which still has
+	// a connection, is quiesced rather than deleted, so that connection
+	// carries on.
 	apply(health(keptAddr, fsm.HealthUp), health(other, fsm.HealthUp))
 	seen := map[string]bool{}
 	for range 4 {
@@ -286,11 +290,28 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 	if !seen[s1.String()] || !seen[s2.String()] || len(seen) != 2 {
 		t.Errorf("after recovery connections went to %v, want both real servers only", seen)
 	}
-	if read().Dest(sorry) != nil {
-		t.Error("the sorry server is still a destination after the quorum came back")
-	}
+	requireDest(read(), sorry, 0, 1)
+	onSorry.echo(t, "the sorry server still answers its connection")
 	kept.echo(t, "recovered")
+	// Once its client is done, a reconcile deletes it.
 	closeAll()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res, err := r.Reconcile(t.Context(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if read().Dest(sorry) == nil {
+			if res.Retiring != 0 {
+				t.Errorf("the sorry server was deleted, yet %d destinations are still retiring", res.Retiring)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sorry server is still a destination 15 s after its client closed: %+v", read().Dest(sorry))
+		}
+		time.Sleep(max(res.Recheck, 50*time.Millisecond))
+	}
 
 	// Drain s1 with a kept connection on it: the connection carries on,
 	// new ones avoid s1, and once the client is done the kernel's active
@@ -316,7 +337,7 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 		t.Errorf("drained s1: %+v, want weight 0 with its connections active", dst)
 	}
 	closeAll()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline = time.Now().Add(15 * time.Second)
 	for {
 		dst := read().Dest(s1)
 		if dst == nil {

@@ -15,6 +15,16 @@ import (
 // caller reconciles at least this often.
 const DefaultResyncInterval = 30 * time.Second
 
+// DefaultRemoveGrace is the longest a removed destination stays in the
+// kernel at weight 0 when Options.RemoveGrace is zero.
+const DefaultRemoveGrace = 30 * time.Second
+
+// RetireRecheck is how long a removed destination stays at weight 0 before
+// its connections are first counted, and how often they are counted again.
+// The pause lets a connection the scheduler picked just before the weight
+// change reach the kernel's counters.
+const RetireRecheck = 250 * time.Millisecond
+
 // FWMarkRange is an inclusive range of firewall marks.
 type FWMarkRange struct {
 	First, Last uint32
@@ -33,6 +43,18 @@ type Options struct {
 	// documentation).
 	OwnedPrefixes []netip.Prefix
 	OwnedFWMarks  []FWMarkRange
+	// RemoveGrace bounds how long a destination removed from a service
+	// that stays is kept at weight 0 before it is deleted. Deleting a
+	// destination at once cuts its connections: with the kernel's
+	// expire_nodest_conn=1 they are reset, and with 0 their packets are
+	// dropped, which catches even a connection whose handshake the
+	// scheduler had just sent there. So a removed destination is first
+	// quiesced, as ldirectord's quiescent=yes does, and deleted once the
+	// kernel counts no active connection to it (at least RetireRecheck
+	// later) or once RemoveGrace has passed, whichever comes first.
+	// Zero means DefaultRemoveGrace; a negative value deletes at once.
+	// A whole service that is removed is deleted at once.
+	RemoveGrace time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -52,7 +74,13 @@ type Result struct {
 	Failed OpCounts
 	// Services and Dests count the desired table.
 	Services, Dests int
-	Duration        time.Duration
+	// Retiring counts the destinations held at weight 0 after their
+	// removal (see Options.RemoveGrace). While it is not zero the caller
+	// should Reconcile again after Recheck, or they stay until the next
+	// commit or resync.
+	Retiring int
+	Recheck  time.Duration
+	Duration time.Duration
 }
 
 // Changes returns how many ops the reconcile sent.
@@ -82,6 +110,9 @@ type Reconciler struct {
 	// batch left unknown; with prev it is the "desired or created
 	// earlier" part of the managed rule.
 	record map[ServiceKey]struct{}
+	// retiring holds the destinations removed from the desired table
+	// that are quiesced at weight 0 in the kernel, with when that began.
+	retiring map[ServiceKey]map[netip.AddrPort]time.Time
 }
 
 // NewReconciler returns a Reconciler that programs b and logs to log.
@@ -89,16 +120,20 @@ func NewReconciler(b Backend, log *slog.Logger, opts Options) *Reconciler {
 	if opts.ResyncInterval == 0 {
 		opts.ResyncInterval = DefaultResyncInterval
 	}
+	if opts.RemoveGrace == 0 {
+		opts.RemoveGrace = DefaultRemoveGrace
+	}
 	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
 	return &Reconciler{
-		backend: b,
-		log:     log.With("backend", b.Name()),
-		opts:    opts,
-		now:     now,
-		record:  make(map[ServiceKey]struct{}),
+		backend:  b,
+		log:      log.With("backend", b.Name()),
+		opts:     opts,
+		now:      now,
+		record:   make(map[ServiceKey]struct{}),
+		retiring: make(map[ServiceKey]map[netip.AddrPort]time.Time),
 	}
 }
 
@@ -129,14 +164,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, d *Desired) (Result, error) 
 		r.pruneRecord(actual)
 	}
 
+	r.pruneRetiring(d, actual)
 	managed := r.managed(d)
 	var ops []Op
 	if keys, ok := r.changedSince(d); ok && !res.Resynced {
+		for k := range r.retiring {
+			keys = append(keys, k)
+		}
 		ops = planKeys(d, actual, managed, keys)
 		res.Incremental = true
 	} else {
 		ops = planAll(d, actual, managed)
 	}
+	ops = r.retire(ctx, actual, ops, start)
 	for _, op := range ops {
 		res.Ops.Count(op.Kind)
 	}
@@ -170,13 +210,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, d *Desired) (Result, error) 
 				r.cache, r.synced = nil, false
 				break
 			}
-			if op.Kind == DeleteService {
+			switch op.Kind {
+			case DeleteService:
 				delete(r.record, KeyOf(op.Service))
+				delete(r.retiring, KeyOf(op.Service))
+			case DeleteDest:
+				r.forgetRetiring(KeyOf(op.Service), netip.AddrPortFrom(op.Dest.Address, op.Dest.Port))
 			}
 		}
 		if d.log != nil {
 			d.log.trim(d.gen)
 		}
+	}
+	for _, m := range r.retiring {
+		res.Retiring += len(m)
+	}
+	if res.Retiring > 0 {
+		res.Recheck = RetireRecheck
 	}
 	res.Duration = r.now().Sub(start)
 
@@ -186,7 +236,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, d *Desired) (Result, error) 
 	}
 	r.log.Log(ctx, level, "reconciled IPVS", "index", res.Index, "resynced", res.Resynced, "incremental", res.Incremental,
 		"ops", res.Ops.Total(), "failed", res.Failed.Total(), "services", res.Services, "dests", res.Dests,
-		"duration", res.Duration)
+		"retiring", res.Retiring, "duration", res.Duration)
 	if err != nil {
 		return res, fmt.Errorf("reconcile IPVS to index %d: %w", d.Index, err)
 	}
@@ -240,6 +290,15 @@ func (r *Reconciler) Report(ctx context.Context, d *Desired) (Report, error) {
 		return Report{}, fmt.Errorf("read the IPVS table: %w", err)
 	}
 	rep := Diff(d, t, r.managed(d))
+	for i := range rep.Services {
+		sd := &rep.Services[i]
+		for j := range sd.Dests {
+			if dd := &sd.Dests[j]; dd.State == Extra && r.isRetiring(sd.Key, dd.Addr) {
+				dd.State = Retiring
+			}
+		}
+	}
+	rep.settle()
 	r.cache, r.readAt, r.synced = t, r.now(), false
 	r.pruneRecord(t)
 	return rep, nil
@@ -284,4 +343,123 @@ func (r *Reconciler) pruneRecord(kernel Table) {
 			delete(r.record, k)
 		}
 	}
+}
+
+// retire turns the deletion of a destination from a service that stays
+// into a quiesce (weight 0), and lets it through only once the
+// destination has been quiet for RetireRecheck with no active connection
+// left, or RemoveGrace has passed (see Options.RemoveGrace). Connection
+// counters are read from the backend, one service at a time, only for
+// destinations due a check.
+func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now time.Time) []Op {
+	if r.opts.RemoveGrace < 0 {
+		return ops
+	}
+	read := map[ServiceKey]*Service{}
+	out := ops[:0]
+	for _, op := range ops {
+		if op.Kind != DeleteDest {
+			out = append(out, op)
+			continue
+		}
+		key := KeyOf(op.Service)
+		addr := netip.AddrPortFrom(op.Dest.Address, op.Dest.Port)
+		var got *Destination
+		if svc := actual[key]; svc != nil {
+			got = svc.Dest(addr)
+		}
+		if got == nil {
+			out = append(out, op)
+			continue
+		}
+		since, ok := r.retiring[key][addr]
+		if !ok {
+			since = now
+			m := r.retiring[key]
+			if m == nil {
+				m = make(map[netip.AddrPort]time.Time)
+				r.retiring[key] = m
+			}
+			m[addr] = now
+			r.log.InfoContext(ctx, "quiescing a removed destination before deleting it", "service", key.String(), "dest", addr.String(),
+				"weight", got.Weight, "grace", r.opts.RemoveGrace)
+		}
+		if got.Weight != 0 {
+			// Quiesce it, or quiesce it again if something raised
+			// the weight since.
+			q := got.Destination
+			q.Weight = 0
+			out = append(out, Op{Kind: UpdateDest, Service: op.Service, Dest: q})
+			continue
+		}
+		age := now.Sub(since)
+		if age < RetireRecheck {
+			continue
+		}
+		svc, seen := read[key]
+		if !seen {
+			var err error
+			svc, err = r.backend.ListService(ctx, key)
+			if err != nil {
+				// The next check tries again; the grace still ends it.
+				r.log.WarnContext(ctx, "count the connections of a retiring destination", "service", key.String(), "err", err)
+				svc = nil
+			}
+			read[key] = svc
+		}
+		active := uint32(0)
+		if svc != nil {
+			if kd := svc.Dest(addr); kd != nil {
+				active = kd.ActiveConns
+			}
+		}
+		switch {
+		case svc != nil && active == 0:
+			r.log.InfoContext(ctx, "deleting a removed destination: no active connection left", "service", key.String(), "dest", addr.String(),
+				"quiesced_for", age.Round(time.Millisecond))
+			out = append(out, op)
+		case age >= r.opts.RemoveGrace:
+			r.log.WarnContext(ctx, "deleting a removed destination at the end of its grace period", "service", key.String(), "dest", addr.String(),
+				"active_conns", active, "grace", r.opts.RemoveGrace)
+			out = append(out, op)
+		}
+	}
+	return out
+}
+
+// pruneRetiring forgets retiring destinations that are gone from the
+// kernel table or desired again (an undo restores their weight), and those
+// of services held back.
+func (r *Reconciler) pruneRetiring(d *Desired, actual Table) {
+	for key, m := range r.retiring {
+		svc := actual[key]
+		_, held := d.Held[key]
+		if svc == nil || held {
+			delete(r.retiring, key)
+			continue
+		}
+		want := d.Services[key]
+		for addr := range m {
+			if svc.Dest(addr) == nil || (want != nil && want.Dest(addr) != nil) {
+				delete(m, addr)
+			}
+		}
+		if len(m) == 0 {
+			delete(r.retiring, key)
+		}
+	}
+}
+
+func (r *Reconciler) forgetRetiring(key ServiceKey, addr netip.AddrPort) {
+	if m := r.retiring[key]; m != nil {
+		delete(m, addr)
+		if len(m) == 0 {
+			delete(r.retiring, key)
+		}
+	}
+}
+
+func (r *Reconciler) isRetiring(key ServiceKey, addr netip.AddrPort) bool {
+	_, ok := r.retiring[key][addr]
+	return ok
 }

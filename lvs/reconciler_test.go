@@ -47,6 +47,11 @@ func newRig(t *testing.T, opts Options) *rig {
 	if opts.ResyncInterval == 0 {
 		opts.ResyncInterval = time.Minute
 	}
+	if opts.RemoveGrace == 0 {
+		// Most tests check the plan itself; retire_test.go covers
+		// the quiescing of removed destinations.
+		opts.RemoveGrace = -1
+	}
 	rg.r = NewReconciler(rg.fake, testLogger(t), opts)
 	return rg
 }
@@ -359,7 +364,7 @@ func TestManagedRule(t *testing.T) {
 		for _, owned := range []bool{false, true} {
 			rg := newRig(t, Options{})
 			if owned {
-				rg.r = NewReconciler(rg.fake, testLogger(t), Options{Now: rg.clock.Now, OwnedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}})
+				rg.r = NewReconciler(rg.fake, testLogger(t), Options{Now: rg.clock.Now, RemoveGrace: -1, OwnedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}})
 			}
 			rg.fake.Put(svcOn("10.0.0.1", 80))
 			rg.reconcile(st)

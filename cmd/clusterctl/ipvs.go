@@ -53,7 +53,7 @@ does not apply: it would show the leader's table instead.`,
 func (a *app) printIPVS(rep api.IPVSReport) error {
 	fmt.Fprintf(a.stdout, "director %s (%s backend), configuration index %d\n", dash(rep.Node), dash(rep.Backend), rep.Index)
 	t := newTable("PROT", "ADDRESS", "SCHEDULER", "FORWARD", "WEIGHT", "ACTIVECONN", "INACTCONN", "FLAGS", "SERVICE", "DIFF")
-	diffs, foreign := 0, 0
+	diffs, foreign, retiring := 0, 0, 0
 	for _, s := range rep.Services {
 		prot, addr, _ := strings.Cut(s.Key, " ")
 		attrs := s.Actual
@@ -86,7 +86,11 @@ func (a *app) printIPVS(rep api.IPVSReport) error {
 			if d.Actual != nil {
 				active, inact = fmt.Sprint(d.Actual.ActiveConns), fmt.Sprint(d.Actual.InactiveConns)
 			}
-			if d.Diff != "" {
+			switch d.Diff {
+			case "":
+			case "retiring":
+				retiring++
+			default:
 				diffs++
 			}
 			t.row("  ->", d.Address, "", fwd, weight, active, inact, dflags, "", destDiffText(d))
@@ -103,6 +107,9 @@ func (a *app) printIPVS(rep api.IPVSReport) error {
 		summary = "in sync"
 	default:
 		summary = "not in sync (clusterd reports a difference it did not itemise)"
+	}
+	if retiring > 0 {
+		summary += fmt.Sprintf("; %s removed, at weight 0 until %s connections end", plural(retiring, "destination"), map[bool]string{true: "its", false: "their"}[retiring == 1])
 	}
 	if foreign > 0 {
 		summary += fmt.Sprintf("; %s not managed by Directorate", plural(foreign, "foreign service"))

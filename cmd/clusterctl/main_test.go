@@ -601,6 +601,9 @@ func TestIPVSShow(t *testing.T) {
 			Address: "10.0.1.1:80",
 			Desired: &api.IPVSDestAttrs{Method: "dr", Weight: 1},
 			Actual:  &api.IPVSDestAttrs{Method: "dr", Weight: 1, ActiveConns: 5, InactiveConns: 2},
+		}, {
+			Address: "10.0.1.9:80", Diff: "retiring",
+			Actual: &api.IPVSDestAttrs{Method: "dr", Weight: 0, ActiveConns: 1},
 		}},
 	}}}
 	out := f.must(t, "ipvs", "show")
@@ -608,7 +611,8 @@ func TestIPVSShow(t *testing.T) {
 PROT  ADDRESS        SCHEDULER  FORWARD  WEIGHT  ACTIVECONN  INACTCONN  FLAGS           SERVICE  DIFF
 TCP   192.0.2.10:80  wlc                                                persistent 300  web
   ->  10.0.1.1:80               Route    1       5           2
-in sync
+  ->  10.0.1.9:80               Route    0       1           0                                   retiring
+in sync; 1 destination removed, at weight 0 until its connections end
 `
 	if out != want {
 		t.Errorf("ipvs show:\n%s\nwant:\n%s", out, want)
@@ -619,7 +623,7 @@ in sync
 	f.ipvs.Services[0].Actual = &api.IPVSServiceAttrs{Scheduler: "rr", Timeout: 300}
 	f.ipvs.Services[0].Destinations[0].Diff = "changed"
 	f.ipvs.Services[0].Destinations[0].Actual = &api.IPVSDestAttrs{Method: "nat", Weight: 3}
-	f.ipvs.Services[0].Destinations = append(f.ipvs.Services[0].Destinations,
+	f.ipvs.Services[0].Destinations = append(f.ipvs.Services[0].Destinations[:1],
 		api.IPVSDestination{Address: "10.0.1.2:80", Diff: "missing", Desired: &api.IPVSDestAttrs{Method: "dr", Weight: 1}},
 		api.IPVSDestination{Address: "10.0.1.3:80", Diff: "extra", Actual: &api.IPVSDestAttrs{Method: "dr", Weight: 1}})
 	f.ipvs.Services = append(f.ipvs.Services, api.IPVSService{Key: "FWM 7 inet", Diff: "foreign",

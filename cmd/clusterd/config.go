@@ -14,6 +14,7 @@ import (
 	"github.com/directorate/directorate/cluster"
 	"github.com/directorate/directorate/cluster/watchdog"
 	"github.com/directorate/directorate/hooks"
+	"github.com/directorate/directorate/lvs"
 	"github.com/directorate/directorate/probes"
 	"github.com/directorate/directorate/vip"
 	"gopkg.in/yaml.v3"
@@ -89,6 +90,23 @@ type lvsConfig struct {
 	// ResyncInterval is how often the whole kernel table is re-read to
 	// repair drift such as `ipvsadm -C`.
 	ResyncInterval time.Duration `yaml:"resync_interval"`
+	// RemoveGrace bounds how long a real server removed from a service
+	// (server rm, disabled, down with down-action remove, a sorry server
+	// leaving) stays in the kernel at weight 0 while its connections
+	// end; it is deleted as soon as it has no active connection. Unset
+	// means 30s; 0s deletes at once, cutting connections in flight.
+	RemoveGrace *time.Duration `yaml:"remove_grace"`
+}
+
+// removeGrace is RemoveGrace as lvs.Options takes it.
+func (c lvsConfig) removeGrace() time.Duration {
+	switch {
+	case c.RemoveGrace == nil:
+		return lvs.DefaultRemoveGrace
+	case *c.RemoveGrace == 0:
+		return -1
+	}
+	return *c.RemoveGrace
 }
 
 type vipConfig struct {
@@ -218,6 +236,9 @@ func (c *config) validate() error {
 	}
 	if c.LVS.ResyncInterval < time.Second {
 		bad("lvs.resync_interval", "must be at least 1s, got %s", c.LVS.ResyncInterval)
+	}
+	if g := c.LVS.RemoveGrace; g != nil && (*g < 0 || *g > time.Hour) {
+		bad("lvs.remove_grace", "must be between 0s (delete at once) and 1h, got %s", *g)
 	}
 	switch c.VIP.Backend {
 	case "kernel", "dry-run":

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodConfig = `node_id: d1
@@ -28,6 +29,18 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.LVS.ResyncInterval == 0 || cfg.APITimeout == 0 || cfg.Log.Level != "info" || cfg.Log.Format != "text" {
 		t.Fatalf("defaults not filled: %+v", cfg)
 	}
+	if g := cfg.LVS.removeGrace(); g != 30*time.Second {
+		t.Fatalf("remove grace %s by default, want 30s", g)
+	}
+	for yaml, want := range map[string]time.Duration{"0s": -1, "5s": 5 * time.Second} {
+		c, err := parseConfig([]byte(override(goodConfig, "lvs:\n  backend: dry-run\n  remove_grace: "+yaml+"\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.LVS.removeGrace(); got != want {
+			t.Errorf("remove_grace: %s gives the reconciler %s, want %s", yaml, got, want)
+		}
+	}
 	cc := cfg.clusterConfig("v1")
 	if cc.RaftBind != cfg.RaftAddr || cc.GossipBind != cfg.GossipAddr || cc.APIAddress != cfg.APIAddr || cc.Version != "v1" {
 		t.Fatalf("cluster config: %+v", cc)
@@ -49,6 +62,8 @@ func TestParseConfigErrorsNameTheField(t *testing.T) {
 		{"port 0", "api_addr: 10.0.0.1:0\n", "api_addr"},
 		{"even bootstrap_expect", "bootstrap_expect: 2\n", "bootstrap_expect"},
 		{"backend", "lvs:\n  backend: ipvsadm\n", "lvs.backend"},
+		{"negative remove grace", "lvs:\n  remove_grace: -1s\n", "lvs.remove_grace"},
+		{"remove grace of a day", "lvs:\n  remove_grace: 24h\n", "lvs.remove_grace"},
 		{"lease above heartbeat", "timing:\n  heartbeat_timeout: 100ms\n  leader_lease_timeout: 200ms\n", "timing.leader_lease_timeout"},
 		{"unknown profile", "timing:\n  profile: turbo\n", "timing.profile"},
 		{"log level", "log:\n  level: loud\n", "log.level"},

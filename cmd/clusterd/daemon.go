@@ -132,7 +132,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 	f := fsm.New()
 	d := &daemon{
 		cfg: cfg, log: log, fsm: f, backend: backend, vips: vips, bootstrapToken: bootTok,
-		rec: lvs.NewReconciler(backend, log, lvs.Options{ResyncInterval: cfg.LVS.ResyncInterval}),
+		rec: lvs.NewReconciler(backend, log, lvs.Options{ResyncInterval: cfg.LVS.ResyncInterval, RemoveGrace: cfg.LVS.removeGrace()}),
 	}
 	var wd leaderWatchdog = noWatchdog{}
 	if cfg.Watchdog.Enabled() {
@@ -270,8 +270,14 @@ func (d *daemon) reconcileLoop(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		var retry <-chan time.Time
-		if !d.reconcile(ctx) {
+		res, ok := d.converge(ctx)
+		switch {
+		case !ok:
 			retry = time.After(reconcileRetry)
+		case res.Recheck > 0:
+			// Removed destinations wait at weight 0 for their
+			// connections to end; look at them again.
+			retry = time.After(res.Recheck)
 		}
 		select {
 		case <-ctx.Done():
@@ -289,12 +295,19 @@ func (d *daemon) reconcileLoop(ctx context.Context) {
 	}
 }
 
-// reconcile converges IPVS to the current state. After a commit that
+// reconcile converges IPVS to the current state and reports whether the
+// kernel took every change (see converge).
+func (d *daemon) reconcile(ctx context.Context) bool {
+	_, ok := d.converge(ctx)
+	return ok
+}
+
+// converge converges IPVS to the current state. After a commit that
 // touched a few services it re-converts only those (Desired.Patch), so one
 // change costs the same at 10 services as at 10,000; a VIP change, a
 // restore or a reader that fell behind rebuilds the whole table. It
 // reports whether the kernel took every change.
-func (d *daemon) reconcile(ctx context.Context) bool {
+func (d *daemon) converge(ctx context.Context) (lvs.Result, bool) {
 	d.mu.Lock()
 	prev := d.desired
 	d.mu.Unlock()
@@ -320,7 +333,7 @@ func (d *daemon) reconcile(ctx context.Context) bool {
 		d.log.Warn("some services are held back from IPVS", "index", desired.Index, "err", err)
 	}
 	res, err := d.rec.Reconcile(ctx, desired)
-	st := api.ReconcileStatus{At: time.Now(), Index: desired.Index, Duration: res.Duration, Changes: res.Changes()}
+	st := api.ReconcileStatus{At: time.Now(), Index: desired.Index, Duration: res.Duration, Changes: res.Changes(), Retiring: res.Retiring}
 	if err != nil {
 		st.Error = err.Error()
 		d.log.Error("reconcile IPVS", "index", desired.Index, "err", err)
@@ -331,7 +344,7 @@ func (d *daemon) reconcile(ctx context.Context) bool {
 	d.mu.Lock()
 	d.desired, d.last = desired, st
 	d.mu.Unlock()
-	return err == nil
+	return res, err == nil
 }
 
 // leadershipLoop turns leadership events into VIP duties: claim after

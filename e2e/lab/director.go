@@ -57,10 +57,6 @@ type DirectorOptions struct {
 	BootstrapExpect int
 	// Extra is appended verbatim to every director's configuration.
 	Extra string
-	// KeepNodestConn leaves net.ipv4.vs.expire_nodest_conn at the
-	// kernel's 0 in the directors' namespaces; by default the lab sets it
-	// to 1, as LVS operators do (see NewDirector).
-	KeepNodestConn bool
 }
 
 // WatchdogFile, as a Watchdog device, is a plain file of the director's.
@@ -145,12 +141,11 @@ func NewDirector(n *Node, bin string, opts DirectorOptions, join []string) *Dire
 	// new connection whose client reuses the source port of a connection
 	// it still tracks to a removed real server (server rm, disabled, a
 	// sorry server leaving), until that entry expires. Scenario 1 saw 4
-	// of 1315 requests time out so after `server rm`. The price: a
-	// connection still open to a removed server is reset at its next
-	// packet. See docs/health.md.
-	if !opts.KeepNodestConn {
-		n.Sysctl("net.ipv4.vs.expire_nodest_conn", "1")
-	}
+	// of 1315 requests time out so after `server rm`. The price, a reset
+	// for a connection still open to a removed server, is not paid here:
+	// clusterd deletes a removed server only once it has no active
+	// connection (lvs.remove_grace). See docs/health.md.
+	n.Sysctl("net.ipv4.vs.expire_nodest_conn", "1")
 	d := &Director{Node: n, ID: n.Name, API: netip.AddrPortFrom(n.IP(), APIPort).String(), bin: bin,
 		Config: filepath.Join(n.Dir, "clusterd.yaml"), pki: opts.PKI, creds: operatorCredentials(opts.PKI)}
 	d.Rewrite(opts, join)

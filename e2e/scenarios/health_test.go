@@ -47,17 +47,14 @@ const (
 //  3. The other two stop: the service is below its quorum and the sorry
 //     server answers every request.
 //  4. All three listen again: traffic returns to all three, the sorry
-//     server leaves.
+//     server leaves, quiesced until its last connection ends, so no
+//     request fails.
 //
 // After every step, every director's kernel table (ipvsadm) matches the
 // replicated state, health included.
 func TestHealthChecks(t *testing.T) {
 	start := time.Now()
-	// The kernel's default expire_nodest_conn=0: when quorum returns, the
-	// sorry server's destination is deleted, and with 1 a request in
-	// flight to it would be reset. The scenario ends long before a
-	// reused client port could meet one of its old entries.
-	c := newCluster(t, lab.Options{Director: lab.DirectorOptions{KeepNodestConn: true}})
+	c := newCluster(t, lab.Options{})
 	sorry := c.AddSorryServer()
 	leader := c.WaitLeader(formTimeout)
 	sorryAddr := netip.AddrPortFrom(sorry.IP(), 80).String()
