@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/directorate/directorate/fsm"
 	"github.com/hashicorp/raft"
+
+	"github.com/directorate/directorate/fsm"
+	"github.com/directorate/directorate/internal/testpoll"
 )
 
 // logSink sends slog records to t.Log and keeps them for assertions. It
@@ -97,17 +99,7 @@ func testTiming() TimingConfig {
 // eventually polls cond until it returns nil or the deadline passes.
 func eventually(t testing.TB, within time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testpoll.Poll(t, within, 5*time.Millisecond, what, cond)
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {

@@ -1,11 +1,12 @@
 package hooks_test
 
 import (
-	"context"
-	"github.com/directorate/directorate/internal/testlog"
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/directorate/directorate/internal/testlog"
+	"github.com/directorate/directorate/internal/testpoll"
 )
 
 func newTestLogger(t *testing.T) (*slog.Logger, *testlog.Sink) { return testlog.New(t) }
@@ -13,13 +14,5 @@ func newTestLogger(t *testing.T) (*slog.Logger, *testlog.Sink) { return testlog.
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	testpoll.Until(t, 15*time.Second, 2*time.Millisecond, what, cond)
 }

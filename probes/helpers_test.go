@@ -2,12 +2,13 @@ package probes_test
 
 import (
 	"context"
-	"github.com/directorate/directorate/internal/testlog"
 	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/directorate/directorate/internal/testlog"
+	"github.com/directorate/directorate/internal/testpoll"
 	"github.com/directorate/directorate/probes"
 	"github.com/directorate/directorate/probes/probestest"
 )
@@ -21,13 +22,7 @@ func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testpoll.Until(t, 5*time.Second, time.Millisecond, what, cond)
 }
 
 // rig is a PingMonitor on a fake clock and a fake pinger.

@@ -20,6 +20,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/directorate/directorate/internal/testpoll"
 )
 
 type logWriter struct{ t testing.TB }
@@ -182,12 +184,7 @@ func kernelAddr(t *testing.T, h *netlink.Handle, l netlink.Link, ip netip.Addr) 
 // pollUntil polls cond every 20 ms until it holds or the deadline passes.
 func pollUntil(t *testing.T, deadline time.Time, what string, cond func() bool) {
 	t.Helper()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testpoll.Until(t, time.Until(deadline), 20*time.Millisecond, what, cond)
 }
 
 func TestKernelVIPLifetimeRenewAndExpiry(t *testing.T) {

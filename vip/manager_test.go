@@ -3,7 +3,6 @@ package vip_test
 import (
 	"context"
 	"errors"
-	"github.com/directorate/directorate/internal/testlog"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -13,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/directorate/directorate/internal/testlog"
+	"github.com/directorate/directorate/internal/testpoll"
 	"github.com/directorate/directorate/vip"
 	"github.com/directorate/directorate/vip/viptest"
 )
@@ -644,13 +645,7 @@ func TestFence(t *testing.T) {
 // waitFor polls cond until it holds or a generous deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testpoll.Until(t, 10*time.Second, time.Millisecond, what, cond)
 }
 
 // TestConcurrentUse runs every operation at once under the race detector and

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/directorate/directorate/internal/testpoll"
 )
 
 var binDir = flag.String("bin", "", "directory holding the clusterd and clusterctl binaries")
@@ -314,17 +316,11 @@ func (c *cluster) waitLeader(timeout time.Duration) *director {
 	return nil
 }
 
-// waitFor polls fn until it holds.
+// waitFor polls fn until it holds, and logs a long wait.
 func waitFor(t *testing.T, timeout time.Duration, what string, fn func() bool) {
 	t.Helper()
 	start := time.Now()
-	deadline := start.Add(timeout)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testpoll.Until(t, timeout, 100*time.Millisecond, what, fn)
 	if waited := time.Since(start); waited > time.Second {
 		t.Logf("waited %s for %s", waited.Round(time.Millisecond), what)
 	}
