@@ -64,14 +64,28 @@
 //
 // A server never checked, or not checked, counts as up. Weight 0 keeps
 // the destination, so the kernel keeps forwarding established
-// connections to it while sending it no new ones; removal ends them.
+// connections to it while sending it no new ones.
+//
+// # Removing a destination
+//
+// A destination that leaves a service that stays (rules 1 and 3, a
+// server removed from the state, a sorry server leaving) is retired, not
+// deleted at once: the Reconciler sets its weight to 0 and deletes it at
+// the first Reconcile, at least RetireRecheck later, at which the kernel
+// counts no active connection to it, or once Options.RemoveGrace has
+// passed. Deleting it at once would cut the connections still using it,
+// even one whose handshake the scheduler had just sent there. While any
+// destination is retiring, Result.Recheck tells the caller when to
+// reconcile again. A retiring destination that is desired again gets its
+// weight back; Report lists the others as Retiring, which leaves it in
+// sync. A service that is removed goes at once, destinations and all.
 //
 // While a service with a sorry server has lost its quorum
 // (fsm.Service.QuorumUp, maintained by Apply with hysteresis), every real
 // server's destination gets weight 0 and the sorry server is added with
 // weight 1, so new connections go to the sorry server and established
 // ones finish. When the quorum is regained the sorry server's destination
-// is removed and the weights return. A service with a quorum but no sorry
+// is retired and the weights return. A service with a quorum but no sorry
 // server keeps its table as rules 1-5 make it: only the quorum hooks
 // react.
 //
