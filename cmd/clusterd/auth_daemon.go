@@ -18,17 +18,13 @@ import (
 )
 
 // apiSecurity wraps the API listener in TLS and returns how the server
-// authenticates, from the configuration. In insecure mode ln is returned
-// as it is: plain HTTP without authentication.
-func apiSecurity(cfg *config, ln net.Listener) (security, net.Listener, error) {
-	if cfg.Insecure {
-		return security{Insecure: true}, ln, nil
+// authenticates. With no TLS material (insecure mode) ln is returned as
+// it is: plain HTTP without authentication.
+func apiSecurity(ct *clusterTLS, ln net.Listener) (security, net.Listener) {
+	if ct == nil {
+		return security{Insecure: true}, ln
 	}
-	ct, err := loadClusterTLS(cfg.TLS)
-	if err != nil {
-		return security{}, nil, err
-	}
-	return security{ClientTLS: ct.apiClient()}, tls.NewListener(ln, ct.apiServer()), nil
+	return security{ClientTLS: ct.apiClient()}, tls.NewListener(ln, ct.apiServer())
 }
 
 // apiErrorLog sends net/http's own messages, such as a refused TLS

@@ -57,7 +57,7 @@ func newTestPKI(t testing.TB) *testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &testPKI{ct: ct, pool: ct.pool}
+	p := &testPKI{ct: ct, pool: ct.cur.Load().pool}
 	cli, err := ca.Issue(pki.Request{CommonName: "clusterctl", Client: true, ValidFor: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/directorate/directorate/api"
@@ -118,10 +120,15 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("api_addr: %w", err)
 	}
 	defer ln.Close()
-	apiSec, ln, err := apiSecurity(cfg, ln)
-	if err != nil {
-		return err
+	// One load of the TLS files serves raft and the API, so a reload
+	// (SIGHUP) changes both.
+	var ct *clusterTLS
+	if !cfg.Insecure {
+		if ct, err = loadClusterTLS(cfg.TLS); err != nil {
+			return err
+		}
 	}
+	apiSec, ln := apiSecurity(ct, ln)
 	var bootTok *bootstrapToken
 	if cfg.BootstrapTokenFile != "" {
 		if bootTok, err = loadBootstrapToken(cfg.BootstrapTokenFile); err != nil {
@@ -153,7 +160,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("hooks: %w", err)
 	}
 	defer runner.Close()
-	transport, ring, err := transportOptions(cfg)
+	transport, ring, err := transportOptions(cfg, ct)
 	if err != nil {
 		return err
 	}
@@ -225,6 +232,13 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); ipf.run(loopCtx) }()
 	}
+	// SIGHUP reloads the TLS files; without a handler it would kill the
+	// daemon, which is not what `systemctl reload` means.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Add(1)
+	go func() { defer wg.Done(); reloadOnHangup(loopCtx, ct, hup, log) }()
 	log.Info("clusterd started", "version", version, "api", cfg.APIAddr, "raft", cfg.RaftAddr,
 		"gossip", cfg.GossipAddr, "backend", backend.Name())
 

@@ -57,13 +57,9 @@ func startKeyring(cfg *config) (cluster.GossipKeyring, error) {
 // transportOptions are the cluster options a secure configuration adds:
 // raft over mutual TLS and encrypted gossip. The keyring is returned so
 // the daemon can keep it current.
-func transportOptions(cfg *config) ([]cluster.Option, *cluster.GossipKeyring, error) {
+func transportOptions(cfg *config, ct *clusterTLS) ([]cluster.Option, *cluster.GossipKeyring, error) {
 	if cfg.Insecure {
 		return nil, nil, nil
-	}
-	ct, err := loadClusterTLS(cfg.TLS)
-	if err != nil {
-		return nil, nil, err
 	}
 	ring, err := startKeyring(cfg)
 	if err != nil {

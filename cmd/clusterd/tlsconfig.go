@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/directorate/directorate/api"
 )
@@ -50,24 +55,100 @@ func (c *config) validateSecurity() []error {
 	return errs
 }
 
-// clusterTLS is a director's TLS material: the cluster CA and its own
-// certificate, checked against each other when loaded.
+// clusterTLS is a director's TLS material, the cluster CA and its own
+// certificate, behind an atomic pointer: Reload swaps in new files (on
+// SIGHUP), and every handshake after it uses them, so a certificate or CA
+// rotates without a restart, and so without a failover on the leader.
 type clusterTLS struct {
-	pool *x509.CertPool
-	cert tls.Certificate
+	files tlsFiles
+	cur   atomic.Pointer[tlsMaterial]
 }
 
-// loadClusterTLS reads and checks the files named under tls:. The
+// tlsMaterial is one consistent load of the tls: files.
+type tlsMaterial struct {
+	pool *x509.CertPool
+	cert tls.Certificate
+	// cas counts the CA certificates, for the reload log.
+	cas int
+}
+
+// loadClusterTLS reads and checks the files named under tls: (see
+// loadTLSMaterial).
+func loadClusterTLS(f tlsFiles) (*clusterTLS, error) {
+	m, err := loadTLSMaterial(f)
+	if err != nil {
+		return nil, err
+	}
+	c := &clusterTLS{files: f}
+	c.cur.Store(m)
+	return c, nil
+}
+
+// Reload reads the files again and, if they pass the checks loading does,
+// uses them from the next handshake on. On error the material in use is
+// kept, so a half-copied file cannot take a director off the cluster.
+// Connections already open keep the certificate they were made with.
+func (c *clusterTLS) Reload() (*x509.Certificate, error) {
+	m, err := loadTLSMaterial(c.files)
+	if err != nil {
+		return nil, err
+	}
+	c.cur.Store(m)
+	return m.cert.Leaf, nil
+}
+
+// reloadOnHangup reloads ct whenever hup delivers, until ctx ends, and
+// logs what it loaded or why it kept the material in use. ct is nil in
+// insecure mode, where there is nothing to reload.
+func reloadOnHangup(ctx context.Context, ct *clusterTLS, hup <-chan os.Signal, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if ct == nil {
+			log.Info("SIGHUP: nothing to reload (insecure: true)")
+			continue
+		}
+		leaf, err := ct.Reload()
+		if err != nil {
+			log.Error("SIGHUP: TLS files refused; the certificate and CA in use stay", "err", err)
+			continue
+		}
+		log.Info("SIGHUP: reloaded the TLS certificate and CA; new connections use them",
+			"subject", leaf.Subject.CommonName, "serial", leaf.SerialNumber.Text(16),
+			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "cas", ct.cur.Load().cas)
+	}
+}
+
+// loadTLSMaterial reads and checks the files named under tls:. The
 // certificate must chain to the CA, be valid for both server and client
 // use and name directorName, so a misconfigured director fails at start
 // with a clear error instead of being refused by its peers.
-func loadClusterTLS(f tlsFiles) (*clusterTLS, error) {
+func loadTLSMaterial(f tlsFiles) (*tlsMaterial, error) {
 	caPEM, err := os.ReadFile(f.CA)
 	if err != nil {
 		return nil, fmt.Errorf("tls.ca: %w", err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
+	cas := 0
+	for rest := caPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		ca, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca: %s: certificate %d: %w", f.CA, cas+1, err)
+		}
+		pool.AddCert(ca)
+		cas++
+	}
+	if cas == 0 {
 		return nil, fmt.Errorf("tls.ca: %s holds no PEM certificate", f.CA)
 	}
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
@@ -92,7 +173,7 @@ func loadClusterTLS(f tlsFiles) (*clusterTLS, error) {
 	if !slices.Contains(leaf.DNSNames, directorName) {
 		return nil, fmt.Errorf("tls.cert: %s is not a director certificate: it must name %q (clusterd tls init issues such certificates)", f.Cert, directorName)
 	}
-	return &clusterTLS{pool: pool, cert: cert}, nil
+	return &tlsMaterial{pool: pool, cert: cert, cas: cas}, nil
 }
 
 func usageName(u x509.ExtKeyUsage) string {
@@ -103,38 +184,50 @@ func usageName(u x509.ExtKeyUsage) string {
 }
 
 // raftServer is the raft listener's configuration: TLS 1.3 only, and a
-// client certificate from the cluster CA that names directorName.
+// client certificate from the cluster CA that names directorName. Each
+// handshake takes the material current at that moment.
 func (c *clusterTLS) raftServer() *tls.Config {
-	return &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		Certificates:     []tls.Certificate{c.cert},
-		ClientAuth:       tls.RequireAndVerifyClientCert,
-		ClientCAs:        c.pool,
-		VerifyConnection: requireDirector,
-	}
-}
-
-// raftClient is the configuration a director dials its raft peers with.
-// The server name is directorName, not the peer's address, so a peer is
-// any director the CA certified.
-func (c *clusterTLS) raftClient() *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{c.cert},
-		RootCAs:      c.pool,
-		ServerName:   directorName,
-	}
+	return c.serverConfig(tls.RequireAndVerifyClientCert, requireDirector)
 }
 
 // apiServer is the HTTPS API's configuration. A client certificate is
 // verified against the cluster CA when one is presented, but not
 // required: API requests are authorised by token.
 func (c *clusterTLS) apiServer() *tls.Config {
+	return c.serverConfig(tls.VerifyClientCertIfGiven, nil)
+}
+
+func (c *clusterTLS) serverConfig(auth tls.ClientAuthType, verify func(tls.ConnectionState) error) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{c.cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    c.pool,
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := c.cur.Load()
+			return &tls.Config{
+				MinVersion:       tls.VersionTLS13,
+				Certificates:     []tls.Certificate{m.cert},
+				ClientAuth:       auth,
+				ClientCAs:        m.pool,
+				VerifyConnection: verify,
+			}, nil
+		},
+	}
+}
+
+// raftClient is the configuration a director dials its raft peers with.
+// The server name is directorName, not the peer's address, so a peer is
+// any director the CA certified. crypto/tls takes its roots from a fixed
+// RootCAs, so the chain is verified here instead, against the CA current
+// at the handshake (a reloaded one included); the standard check is off
+// only to be replaced by this one, which is as strict.
+func (c *clusterTLS) raftClient() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ServerName: directorName,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &c.cur.Load().cert, nil
+		},
+		InsecureSkipVerify: true,
+		VerifyConnection:   c.verifyDirector,
 	}
 }
 
@@ -142,6 +235,29 @@ func (c *clusterTLS) apiServer() *tls.Config {
 // API with (forwarding to the leader): it presents its own certificate
 // and expects a director's.
 func (c *clusterTLS) apiClient() *tls.Config { return c.raftClient() }
+
+// verifyDirector verifies a server's chain against the current cluster
+// CA, for server use, naming directorName: what crypto/tls would check
+// with RootCAs and ServerName set.
+func (c *clusterTLS) verifyDirector(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the server presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range cs.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots:         c.cur.Load().pool,
+		Intermediates: inter,
+		DNSName:       directorName,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return nil
+}
 
 // requireDirector refuses a peer whose verified certificate does not
 // name directorName, such as clusterctl's client certificate.
@@ -187,7 +303,7 @@ func (c *config) checkSecurityFiles() error {
 	if c.Insecure {
 		return nil
 	}
-	if _, err := loadClusterTLS(c.TLS); err != nil {
+	if _, err := loadTLSMaterial(c.TLS); err != nil {
 		return err
 	}
 	_, err := loadGossipKey(c.GossipKeyFile)

@@ -65,7 +65,7 @@ func TestTLSInitWritesAWorkingCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := d2.raftClient()
-	client.Certificates = []tls.Certificate{ctl}
+	client.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &ctl, nil }
 	if err := handshake(t, d1.raftServer(), client); err == nil || !strings.Contains(err.Error(), "not a director certificate") {
 		t.Fatalf("raft accepted clusterctl's certificate: %v", err)
 	}

@@ -236,6 +236,7 @@ type status struct {
 	Node   string `json:"node"`
 	State  string `json:"state"`
 	Leader string `json:"leader"`
+	Term   uint64 `json:"term"`
 	Index  uint64 `json:"index"`
 	VIPs   []struct {
 		Name   string `json:"name"`
