@@ -92,8 +92,9 @@ type secureDirector struct {
 	log *testlog.Sink
 }
 
-// newSecureDirector serves the API over HTTPS with authentication on.
-func newSecureDirector(t *testing.T, p *testPKI, leader bool) *secureDirector {
+// newSecureDirector serves the API over HTTPS with authentication on;
+// each of opts may set up the server before it serves.
+func newSecureDirector(t *testing.T, p *testPKI, leader bool, opts ...func(*server)) *secureDirector {
 	t.Helper()
 	f := fsm.New()
 	c := &fakeConsensus{fsm: f, leader: leader}
@@ -103,6 +104,9 @@ func newSecureDirector(t *testing.T, p *testPKI, leader bool) *secureDirector {
 	}
 	log, sink := testlog.New(t)
 	srv := newServer(node, f, c, noIPVS{}, log, 2*time.Second, security{ClientTLS: p.ct.apiClient()})
+	for _, o := range opts {
+		o(srv)
+	}
 	ts := httptest.NewUnstartedServer(srv.handler())
 	ts.Config.ErrorLog = apiErrorLog(log)
 	ts.TLS = p.ct.apiServer()

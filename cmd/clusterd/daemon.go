@@ -41,6 +41,9 @@ type daemon struct {
 	// bootstrapToken, from bootstrap_token_file, is added by a new
 	// leader while the cluster has no token; nil without the file.
 	bootstrapToken *bootstrapToken
+	// metrics counts reconciles; set before the loops start, nil in
+	// tests that drive the daemon by hand.
+	metrics *metrics
 
 	mu      sync.Mutex
 	desired *lvs.Desired
@@ -206,6 +209,8 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		srv.keys = keys
 	}
 	srv.health, srv.conns = d.health, d
+	d.metrics = newMetrics(nodeConsensus{node: node, d: d}.Status, f)
+	srv.metrics = d.metrics
 	httpSrv := &http.Server{Handler: srv.handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: apiErrorLog(log)}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(ln) }()
@@ -358,6 +363,9 @@ func (d *daemon) converge(ctx context.Context) (lvs.Result, bool) {
 	d.mu.Lock()
 	d.desired, d.last = desired, st
 	d.mu.Unlock()
+	if d.metrics != nil {
+		d.metrics.reconciled(err == nil)
+	}
 	return res, err == nil
 }
 

@@ -60,6 +60,9 @@ type server struct {
 	sec   security
 	// keys serves the gossip keyring endpoints; nil in insecure mode.
 	keys keyringSource
+	// metrics serves GET /metrics and counts every request; nil means
+	// no metrics (tests).
+	metrics *metrics
 }
 
 // security is how the API authenticates callers and reaches the leader.
@@ -128,7 +131,12 @@ func (s *server) handler() http.Handler {
 		s.fail(w, r, &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound,
 			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
-	return s.authorize(mux)
+	if s.metrics == nil {
+		return s.authorize(mux)
+	}
+	// Prometheus scrapes with a read token, like any other read.
+	mux.Handle("GET /metrics", s.metrics.handler())
+	return s.metrics.instrument(s.authorize(mux))
 }
 
 // mutation turns a request into a command, or fails with a client error.
