@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/cloudflare/ipvs"
 )
 
 // DefaultResyncInterval is how long a Reconciler trusts its cached view of
@@ -20,10 +22,14 @@ const DefaultResyncInterval = 30 * time.Second
 const DefaultRemoveGrace = 30 * time.Second
 
 // RetireRecheck is how long a removed destination stays at weight 0 before
-// its connections are first counted, and how often they are counted again.
-// The pause lets a connection the scheduler picked just before the weight
-// change reach the kernel's counters.
-const RetireRecheck = 250 * time.Millisecond
+// its connections are first counted. The pause lets a connection the
+// scheduler picked just before the weight change reach the kernel's
+// counters. While connections remain, the interval between counts doubles
+// up to RetireRecheckMax.
+const (
+	RetireRecheck    = 250 * time.Millisecond
+	RetireRecheckMax = 5 * time.Second
+)
 
 // FWMarkRange is an inclusive range of firewall marks.
 type FWMarkRange struct {
@@ -44,14 +50,19 @@ type Options struct {
 	OwnedPrefixes []netip.Prefix
 	OwnedFWMarks  []FWMarkRange
 	// RemoveGrace bounds how long a destination removed from a service
-	// that stays is kept at weight 0 before it is deleted. Deleting a
+	// that stays is kept at weight 0 before it is deleted, counted from
+	// when the kernel took the weight 0; a destination whose weight cannot
+	// be set to 0 for RemoveGrace is deleted anyway. Deleting a
 	// destination at once cuts its connections: with the kernel's
 	// expire_nodest_conn=1 they are reset, and with 0 their packets are
 	// dropped, which catches even a connection whose handshake the
 	// scheduler had just sent there. So a removed destination is first
 	// quiesced, as ldirectord's quiescent=yes does, and deleted once the
 	// kernel counts no active connection to it (at least RetireRecheck
-	// later) or once RemoveGrace has passed, whichever comes first.
+	// later) or once RemoveGrace has passed, whichever comes first. The
+	// kernel counts every UDP flow as inactive, so for UDP and
+	// firewall-mark services inactive connections count too: such a
+	// destination waits until it has no flow at all, or for the grace.
 	// Zero means DefaultRemoveGrace; a negative value deletes at once.
 	// A whole service that is removed is deleted at once.
 	RemoveGrace time.Duration
@@ -76,8 +87,8 @@ type Result struct {
 	Services, Dests int
 	// Retiring counts the destinations held at weight 0 after their
 	// removal (see Options.RemoveGrace). While it is not zero the caller
-	// should Reconcile again after Recheck, or they stay until the next
-	// commit or resync.
+	// should Reconcile again after Recheck, when the next of them is due
+	// a count, or they stay until the next commit or resync.
 	Retiring int
 	Recheck  time.Duration
 	Duration time.Duration
@@ -111,8 +122,8 @@ type Reconciler struct {
 	// earlier" part of the managed rule.
 	record map[ServiceKey]struct{}
 	// retiring holds the destinations removed from the desired table
-	// that are quiesced at weight 0 in the kernel, with when that began.
-	retiring map[ServiceKey]map[netip.AddrPort]time.Time
+	// that are, or are being, quiesced at weight 0 in the kernel.
+	retiring map[ServiceKey]map[netip.AddrPort]*retiree
 }
 
 // NewReconciler returns a Reconciler that programs b and logs to log.
@@ -133,7 +144,7 @@ func NewReconciler(b Backend, log *slog.Logger, opts Options) *Reconciler {
 		opts:     opts,
 		now:      now,
 		record:   make(map[ServiceKey]struct{}),
-		retiring: make(map[ServiceKey]map[netip.AddrPort]time.Time),
+		retiring: make(map[ServiceKey]map[netip.AddrPort]*retiree),
 	}
 }
 
@@ -176,7 +187,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, d *Desired) (Result, error) 
 	} else {
 		ops = planAll(d, actual, managed)
 	}
-	ops = r.retire(ctx, actual, ops, start)
+	ops, quiescing, stale := r.retire(ctx, actual, ops, start)
 	for _, op := range ops {
 		res.Ops.Count(op.Kind)
 	}
@@ -221,13 +232,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, d *Desired) (Result, error) 
 		if d.log != nil {
 			d.log.trim(d.gen)
 		}
+		// The grace and the first count run from when the kernel
+		// took the weight 0.
+		applied := r.now()
+		for _, e := range quiescing {
+			e.quiesced(applied)
+		}
+		if stale {
+			r.cache, r.synced = nil, false
+		}
 	}
-	for _, m := range r.retiring {
-		res.Retiring += len(m)
-	}
-	if res.Retiring > 0 {
-		res.Recheck = RetireRecheck
-	}
+	res.Retiring, res.Recheck = r.retiringDue(r.now())
 	res.Duration = r.now().Sub(start)
 
 	level := slog.LevelDebug
@@ -293,7 +308,7 @@ func (r *Reconciler) Report(ctx context.Context, d *Desired) (Report, error) {
 	for i := range rep.Services {
 		sd := &rep.Services[i]
 		for j := range sd.Dests {
-			if dd := &sd.Dests[j]; dd.State == Extra && r.isRetiring(sd.Key, dd.Addr) {
+			if dd := &sd.Dests[j]; dd.State == Extra && dd.Actual.Weight == 0 && r.isRetiring(sd.Key, dd.Addr) {
 				dd.State = Retiring
 			}
 		}
@@ -345,18 +360,37 @@ func (r *Reconciler) pruneRecord(kernel Table) {
 	}
 }
 
+// retiree is one destination being retired.
+type retiree struct {
+	// removed is when the removal was first planned; quiescedAt when
+	// the kernel was made (or first seen) to hold it at weight 0, zero
+	// while that is pending.
+	removed, quiescedAt time.Time
+	// next is the earliest next count of its connections, and wait the
+	// interval that led to it.
+	next time.Time
+	wait time.Duration
+}
+
+func (e *retiree) quiesced(at time.Time) {
+	e.quiescedAt, e.wait, e.next = at, RetireRecheck, at.Add(RetireRecheck)
+}
+
 // retire turns the deletion of a destination from a service that stays
 // into a quiesce (weight 0), and lets it through only once the
-// destination has been quiet for RetireRecheck with no active connection
-// left, or RemoveGrace has passed (see Options.RemoveGrace). Connection
-// counters are read from the backend, one service at a time, only for
-// destinations due a check.
-func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now time.Time) []Op {
+// destination has been at weight 0 for RetireRecheck with no active
+// connection left, or for RemoveGrace (see Options.RemoveGrace).
+// Connection counters are read from the backend, one service at a time,
+// only for destinations due a count. It returns the ops to send, the
+// retirees whose quiesce is among them, and whether the cached table
+// proved wrong.
+func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now time.Time) (out []Op, quiescing []*retiree, stale bool) {
 	if r.opts.RemoveGrace < 0 {
-		return ops
+		return ops, nil, false
 	}
+	grace := r.opts.RemoveGrace
 	read := map[ServiceKey]*Service{}
-	out := ops[:0]
+	out = ops[:0]
 	for _, op := range ops {
 		if op.Kind != DeleteDest {
 			out = append(out, op)
@@ -372,59 +406,104 @@ func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now tim
 			out = append(out, op)
 			continue
 		}
-		since, ok := r.retiring[key][addr]
-		if !ok {
-			since = now
+		log := r.log.With("service", key.String(), "dest", addr.String())
+		e := r.retiring[key][addr]
+		if e == nil {
+			e = &retiree{removed: now}
 			m := r.retiring[key]
 			if m == nil {
-				m = make(map[netip.AddrPort]time.Time)
+				m = make(map[netip.AddrPort]*retiree)
 				r.retiring[key] = m
 			}
-			m[addr] = now
-			r.log.InfoContext(ctx, "quiescing a removed destination before deleting it", "service", key.String(), "dest", addr.String(),
-				"weight", got.Weight, "grace", r.opts.RemoveGrace)
+			m[addr] = e
+			log.InfoContext(ctx, "quiescing a removed destination before deleting it", "weight", got.Weight, "grace", grace)
 		}
 		if got.Weight != 0 {
-			// Quiesce it, or quiesce it again if something raised
-			// the weight since.
+			if now.Sub(e.removed) >= grace {
+				// Whatever keeps restoring its weight (a
+				// failing quiesce, another tool), removal wins.
+				log.WarnContext(ctx, "deleting a removed destination that could not be held at weight 0 for its grace period", "weight", got.Weight, "grace", grace)
+				out = append(out, op)
+				continue
+			}
+			// Quiesce it, or again if something raised the weight
+			// since: its grace starts over once the kernel takes it.
 			q := got.Destination
 			q.Weight = 0
+			e.quiescedAt = time.Time{}
+			quiescing = append(quiescing, e)
 			out = append(out, Op{Kind: UpdateDest, Service: op.Service, Dest: q})
 			continue
 		}
-		age := now.Sub(since)
-		if age < RetireRecheck {
+		if e.quiescedAt.IsZero() {
+			// Already at weight 0 (drained, or a quiesce whose
+			// batch failed but took effect).
+			e.quiesced(now)
+		}
+		if now.Before(e.next) {
 			continue
 		}
+		held := now.Sub(e.quiescedAt)
 		svc, seen := read[key]
 		if !seen {
 			var err error
-			svc, err = r.backend.ListService(ctx, key)
-			if err != nil {
-				// The next check tries again; the grace still ends it.
-				r.log.WarnContext(ctx, "count the connections of a retiring destination", "service", key.String(), "err", err)
+			if svc, err = r.backend.ListService(ctx, key); err != nil {
+				log.WarnContext(ctx, "count the connections of a retiring destination", "err", err)
 				svc = nil
 			}
 			read[key] = svc
 		}
-		active := uint32(0)
+		var conns uint32
 		if svc != nil {
-			if kd := svc.Dest(addr); kd != nil {
-				active = kd.ActiveConns
+			kd := svc.Dest(addr)
+			if kd == nil {
+				// Deleted behind our back: nothing left to retire,
+				// and the cached table is wrong.
+				r.forgetRetiring(key, addr)
+				stale = true
+				continue
+			}
+			conns = kd.ActiveConns
+			if key.Protocol == ipvs.UDP || key.FWMark != 0 {
+				conns += kd.InactiveConns
 			}
 		}
 		switch {
-		case svc != nil && active == 0:
-			r.log.InfoContext(ctx, "deleting a removed destination: no active connection left", "service", key.String(), "dest", addr.String(),
-				"quiesced_for", age.Round(time.Millisecond))
+		case svc != nil && conns == 0:
+			log.InfoContext(ctx, "deleting a removed destination: no connection left", "held_at_weight_0", held.Round(time.Millisecond))
 			out = append(out, op)
-		case age >= r.opts.RemoveGrace:
-			r.log.WarnContext(ctx, "deleting a removed destination at the end of its grace period", "service", key.String(), "dest", addr.String(),
-				"active_conns", active, "grace", r.opts.RemoveGrace)
+		case held >= grace:
+			log.WarnContext(ctx, "deleting a removed destination at the end of its grace period", "connections", conns, "grace", grace)
 			out = append(out, op)
+		default:
+			e.wait = min(2*e.wait, RetireRecheckMax)
+			e.next = now.Add(e.wait)
+			if end := e.quiescedAt.Add(grace); e.next.After(end) {
+				e.next = end
+			}
 		}
 	}
-	return out
+	return out, quiescing, stale
+}
+
+// retiringDue counts the retiring destinations and says how soon the next
+// is due a look: a pending quiesce after RetireRecheck, the others at
+// their next count.
+func (r *Reconciler) retiringDue(now time.Time) (int, time.Duration) {
+	n, due := 0, time.Duration(-1)
+	for _, m := range r.retiring {
+		for _, e := range m {
+			n++
+			d := RetireRecheck
+			if !e.quiescedAt.IsZero() {
+				d = max(e.next.Sub(now), 10*time.Millisecond)
+			}
+			if due < 0 || d < due {
+				due = d
+			}
+		}
+	}
+	return n, max(due, 0)
 }
 
 // pruneRetiring forgets retiring destinations that are gone from the

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/cloudflare/ipvs"
 )
 
 // retireRig is a rig whose reconciler quiesces removed destinations, with
@@ -33,18 +35,17 @@ func (rg *rig) requireDest(addr netip.AddrPort, w int) {
 	}
 }
 
-func requireRetiring(t *testing.T, res Result, n int) {
+// requireRetiring checks how many destinations are retiring and how soon
+// the reconciler asks to be called again (0 when none are).
+func requireRetiring(t *testing.T, res Result, n int, recheck time.Duration) {
 	t.Helper()
-	if res.Retiring != n {
-		t.Fatalf("%d destinations retiring, want %d", res.Retiring, n)
-	}
-	if want := map[bool]time.Duration{true: RetireRecheck, false: 0}[n > 0]; res.Recheck != want {
-		t.Fatalf("recheck after %s, want %s", res.Recheck, want)
+	if res.Retiring != n || res.Recheck != recheck {
+		t.Fatalf("%d destinations retiring, recheck after %s; want %d, %s", res.Retiring, res.Recheck, n, recheck)
 	}
 }
 
 func TestRemovedDestinationIsQuiescedUntilItsConnectionsEnd(t *testing.T) {
-	rg := retireRig(t)
+	rg := newRig(t, Options{RemoveGrace: time.Minute})
 	st := webState()
 	rg.reconcile(st)
 	if err := rg.fake.SetConns(webKey, a1, 2, 7); err != nil {
@@ -58,7 +59,7 @@ func TestRemovedDestinationIsQuiescedUntilItsConnectionsEnd(t *testing.T) {
 	ops, res := rg.reconcile(st)
 	requireOps(t, ops, "update destination 10.1.0.1:8080 of TCP 10.0.0.1:80")
 	rg.requireDest(a1, 0)
-	requireRetiring(t, res, 1)
+	requireRetiring(t, res, 1, RetireRecheck)
 	if kd := rg.fake.Table()[webKey].Dest(a1); kd.FwdMethod != ops[0].Dest.FwdMethod || kd.ActiveConns != 2 {
 		t.Fatalf("quiesced destination %+v lost its method or its connections", kd)
 	}
@@ -72,12 +73,18 @@ func TestRemovedDestinationIsQuiescedUntilItsConnectionsEnd(t *testing.T) {
 	if list, _ := rg.fake.Calls(); list != 0 {
 		t.Fatalf("a reconcile before the recheck read the backend %d times", list)
 	}
-	requireRetiring(t, res, 1)
+	requireRetiring(t, res, 1, RetireRecheck/2)
 
-	// Still active: kept, and reported as retiring, which is in sync.
-	rg.clock.Advance(RetireRecheck)
-	if ops, _ = rg.reconcile(st); len(ops) != 0 {
-		t.Fatalf("a destination with active connections was touched: %q", opStrings(ops))
+	// Still active: kept, counted again later and later, and reported
+	// as retiring, which is in sync.
+	rg.clock.Advance(RetireRecheck / 2)
+	for _, wait := range []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second} {
+		ops, res = rg.reconcile(st)
+		if len(ops) != 0 {
+			t.Fatalf("a destination with active connections was touched: %q", opStrings(ops))
+		}
+		requireRetiring(t, res, 1, wait)
+		rg.clock.Advance(wait)
 	}
 	rep, err := rg.r.Report(t.Context(), mustDesired(t, st))
 	if err != nil {
@@ -99,11 +106,10 @@ func TestRemovedDestinationIsQuiescedUntilItsConnectionsEnd(t *testing.T) {
 	if err := rg.fake.SetConns(webKey, a1, 0, 9); err != nil {
 		t.Fatal(err)
 	}
-	rg.clock.Advance(RetireRecheck)
 	ops, res = rg.reconcile(st)
 	requireOps(t, ops, "delete destination 10.1.0.1:8080 from TCP 10.0.0.1:80")
 	rg.requireDest(a1, -1)
-	requireRetiring(t, res, 0)
+	requireRetiring(t, res, 0, 0)
 	requireInSync(t, mustDesired(t, st), rg.fake)
 }
 
@@ -118,14 +124,18 @@ func TestRemovedDestinationIsDeletedAtTheEndOfItsGrace(t *testing.T) {
 	rg.reconcile(st)
 	for elapsed := time.Duration(0); elapsed < 10*time.Second-time.Second; elapsed += time.Second {
 		rg.clock.Advance(time.Second)
-		if ops, _ := rg.reconcile(st); len(ops) != 0 {
+		ops, res := rg.reconcile(st)
+		if len(ops) != 0 {
 			t.Fatalf("%s into the grace: sent %q", elapsed+time.Second, opStrings(ops))
+		}
+		if res.Recheck > 10*time.Second-elapsed-time.Second {
+			t.Fatalf("%s into the grace: recheck after %s, past its end", elapsed+time.Second, res.Recheck)
 		}
 	}
 	rg.clock.Advance(time.Second)
 	ops, res := rg.reconcile(st)
 	requireOps(t, ops, "delete destination 10.1.0.2:8080 from TCP 10.0.0.1:80")
-	requireRetiring(t, res, 0)
+	requireRetiring(t, res, 0, 0)
 }
 
 func TestRemovedDrainedDestinationNeedsNoQuiesce(t *testing.T) {
@@ -137,7 +147,7 @@ func TestRemovedDrainedDestinationNeedsNoQuiesce(t *testing.T) {
 	if len(ops) != 0 {
 		t.Fatalf("removing a destination already at weight 0 sent %q, want nothing until its connections are counted", opStrings(ops))
 	}
-	requireRetiring(t, res, 1)
+	requireRetiring(t, res, 1, RetireRecheck)
 	rg.clock.Advance(RetireRecheck)
 	ops, _ = rg.reconcile(st)
 	requireOps(t, ops, "delete destination 10.1.0.3:8080 from TCP 10.0.0.1:80")
@@ -156,7 +166,7 @@ func TestRetiringDestinationAddedBackIsRestored(t *testing.T) {
 	ops, res := rg.reconcile(st)
 	requireOps(t, ops, "update destination 10.1.0.1:8080 of TCP 10.0.0.1:80")
 	rg.requireDest(a1, 10)
-	requireRetiring(t, res, 0)
+	requireRetiring(t, res, 0, 0)
 	// Forgotten: removing it again starts a new grace.
 	rg.clock.Advance(time.Hour)
 	delete(st.Services["web"].Servers, a1.String())
@@ -174,7 +184,7 @@ func TestRetiringDestinationGoesWithItsService(t *testing.T) {
 	delete(st.Services, "web")
 	ops, res := rg.reconcile(st)
 	requireOps(t, ops, "delete service TCP 10.0.0.1:80")
-	requireRetiring(t, res, 0)
+	requireRetiring(t, res, 0, 0)
 }
 
 func TestRetiringDestinationIsQuiescedAgainAfterDrift(t *testing.T) {
@@ -193,7 +203,15 @@ func TestRetiringDestinationIsQuiescedAgainAfterDrift(t *testing.T) {
 	ops, res := rg.reconcile(st)
 	requireOps(t, ops, "update destination 10.1.0.1:8080 of TCP 10.0.0.1:80")
 	rg.requireDest(a1, 0)
-	requireRetiring(t, res, 1)
+	requireRetiring(t, res, 1, RetireRecheck)
+	// The pause starts over from the new quiesce: a reconcile at once
+	// (a commit) must not count, let alone delete.
+	if err := rg.fake.SetConns(webKey, a1, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ops, _ = rg.reconcile(st); len(ops) != 0 {
+		t.Fatalf("a reconcile right after the second quiesce sent %q", opStrings(ops))
+	}
 
 	// Someone deletes it by hand: nothing left to retire.
 	rg.fake.Mutate(func(tab Table) {
@@ -206,7 +224,7 @@ func TestRetiringDestinationIsQuiescedAgainAfterDrift(t *testing.T) {
 	if len(ops) != 0 {
 		t.Fatalf("sent %q", opStrings(ops))
 	}
-	requireRetiring(t, res, 0)
+	requireRetiring(t, res, 0, 0)
 }
 
 // TestRetiringDestinationIsCheckedOnIncrementalReconciles makes sure a
@@ -246,4 +264,83 @@ func TestRetiringDestinationIsCheckedOnIncrementalReconciles(t *testing.T) {
 	if !res.Incremental || res.Retiring != 0 {
 		t.Fatalf("result %+v, want incremental with nothing retiring", res)
 	}
+}
+
+// TestRetiringDestinationDeletedBehindTheCache: someone deletes the
+// destination while the reconciler's cached table still has it. The count
+// finds it gone: nothing fails, nothing is left retiring, and the cache is
+// read again.
+func TestRetiringDestinationDeletedBehindTheCache(t *testing.T) {
+	rg := retireRig(t)
+	st := webState()
+	rg.reconcile(st)
+	delete(st.Services["web"].Servers, a1.String())
+	rg.reconcile(st)
+	rg.fake.Mutate(func(tab Table) {
+		svc := tab[webKey]
+		i, _ := svc.find(a1)
+		svc.Dests = append(svc.Dests[:i], svc.Dests[i+1:]...)
+	})
+	rg.clock.Advance(RetireRecheck)
+	ops, res := rg.reconcile(st)
+	if len(ops) != 0 {
+		t.Fatalf("sent %q for a destination already gone", opStrings(ops))
+	}
+	requireRetiring(t, res, 0, 0)
+	_, res = rg.reconcile(st)
+	if !res.Resynced {
+		t.Fatal("the cache that still had the destination was trusted again")
+	}
+}
+
+// TestDestinationThatCannotBeQuiescedIsDeletedAfterTheGrace: when the
+// weight-0 update keeps failing, removal still wins once the grace is over.
+func TestDestinationThatCannotBeQuiescedIsDeletedAfterTheGrace(t *testing.T) {
+	rg := retireRig(t)
+	st := webState()
+	rg.reconcile(st)
+	delete(st.Services["web"].Servers, a1.String())
+	rg.fake.FailOps(func(op Op) error {
+		if op.Kind == UpdateDest {
+			return errTest
+		}
+		return nil
+	})
+	for range 10 {
+		rg.fake.Reset()
+		if _, err := rg.r.Reconcile(t.Context(), mustDesired(t, st)); err == nil {
+			t.Fatal("a failing quiesce reported success")
+		}
+		rg.requireDest(a1, 10)
+		rg.clock.Advance(time.Second)
+	}
+	ops, res := rg.reconcile(st)
+	requireOps(t, ops, "delete destination 10.1.0.1:8080 from TCP 10.0.0.1:80")
+	requireRetiring(t, res, 0, 0)
+}
+
+// TestRemovedUDPDestinationWaitsForItsFlows: the kernel counts UDP flows
+// as inactive, so for UDP those hold a removed destination too.
+func TestRemovedUDPDestinationWaitsForItsFlows(t *testing.T) {
+	rg := retireRig(t)
+	st := webState()
+	rg.reconcile(st)
+	dnsKey := ServiceKey{Family: ipvs.INET6, Protocol: ipvs.UDP, Addr: netip.MustParseAddr("2001:db8::1"), Port: 53}
+	d1 := netip.MustParseAddrPort("[2001:db8:1::1]:53")
+	if err := rg.fake.SetConns(dnsKey, d1, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	delete(st.Services["dns"].Servers, d1.String())
+	ops, _ := rg.reconcile(st)
+	requireOps(t, ops, "update destination [2001:db8:1::1]:53 of UDP [2001:db8::1]:53")
+	rg.clock.Advance(RetireRecheck)
+	if ops, _ = rg.reconcile(st); len(ops) != 0 {
+		t.Fatalf("a UDP destination with 4 flows was deleted: %q", opStrings(ops))
+	}
+	if err := rg.fake.SetConns(dnsKey, d1, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	rg.clock.Advance(RetireRecheck * 2)
+	ops, _ = rg.reconcile(st)
+	requireOps(t, ops, "delete destination [2001:db8:1::1]:53 from UDP [2001:db8::1]:53")
 }

@@ -89,6 +89,12 @@ func openVIPs(cfg *config, log *slog.Logger, confirm func(context.Context) error
 }
 
 func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
+	// SIGHUP reloads the TLS files. It is caught from the start: its
+	// default action would kill a director that is still starting when
+	// certificate automation runs `systemctl reload` on every director.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	backend, err := openBackend(cfg, log)
 	if err != nil {
 		return err
@@ -237,11 +243,6 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); ipf.run(loopCtx) }()
 	}
-	// SIGHUP reloads the TLS files; without a handler it would kill the
-	// daemon, which is not what `systemctl reload` means.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	wg.Add(1)
 	go func() { defer wg.Done(); reloadOnHangup(loopCtx, ct, hup, log) }()
 	log.Info("clusterd started", "version", version, "api", cfg.APIAddr, "raft", cfg.RaftAddr,

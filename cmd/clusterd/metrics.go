@@ -165,15 +165,32 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(d.pingScore, float64(p.Value), n)
 		gauge(d.pingMax, float64(p.Max), n)
 	}
+	// Copied under the read lock and sent after it: the registry may
+	// block on the channel, and raft's Apply waits for the lock.
+	type server struct {
+		service, key, admin string
+		healthy             bool
+		weight              int
+	}
+	var (
+		servers []server
+		lost    = map[string]bool{}
+	)
 	c.fsm.Read(func(s *fsm.State) {
 		for name, svc := range s.Services {
-			gauge(d.quorumLost, b2f(svc.QuorumLost), name)
+			lost[name] = svc.QuorumLost
 			for key, rs := range svc.Servers {
-				gauge(d.serverHealthy, b2f(rs.Healthy()), name, key)
-				gauge(d.serverWeight, float64(rs.Weight), name, key, string(rs.Admin))
+				servers = append(servers, server{name, key, string(rs.Admin), rs.Healthy(), rs.Weight})
 			}
 		}
 	})
+	for name, l := range lost {
+		gauge(d.quorumLost, b2f(l), name)
+	}
+	for _, sv := range servers {
+		gauge(d.serverHealthy, b2f(sv.healthy), sv.service, sv.key)
+		gauge(d.serverWeight, float64(sv.weight), sv.service, sv.key, sv.admin)
+	}
 }
 
 func b2f(b bool) float64 {

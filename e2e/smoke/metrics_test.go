@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/directorate/directorate/internal/testpoll"
 )
 
 // TestMetrics scrapes every director's /metrics as Prometheus would, with
@@ -44,18 +46,31 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, d := range c.directors {
 		isLeader := map[bool]int{true: 1, false: 0}[d == leader]
-		body := scrape(d)
-		for _, line := range []string{
+		want := []string{
 			fmt.Sprintf(`directorate_leader{node=%q} %d`, d.id, isLeader),
 			fmt.Sprintf(`directorate_vip_held{node=%q,vip="web-vip"} %d`, d.id, isLeader),
 			fmt.Sprintf(`directorate_raft_voters{node=%q} 3`, d.id),
 			`directorate_ipvs_reconciles_total{result="ok"}`,
 			`directorate_api_requests_total{code="200",method="get"}`,
-		} {
-			if !strings.Contains(body, line) {
-				t.Errorf("%s's /metrics lacks %q", d.id, line)
-			}
 		}
+		// A follower reports the VIP once it has applied its entry.
+		var body string
+		missing := func() []string {
+			body = scrape(d)
+			var out []string
+			for _, line := range want {
+				if !strings.Contains(body, line) {
+					out = append(out, line)
+				}
+			}
+			return out
+		}
+		testpoll.Poll(t, 10*time.Second, 100*time.Millisecond, d.id+"'s metrics", func() error {
+			if m := missing(); len(m) > 0 {
+				return fmt.Errorf("missing %q", m)
+			}
+			return nil
+		})
 		if strings.Contains(body, `directorate_ipvs_reconciles_total{result="ok"} 0`) {
 			t.Errorf("%s counts no successful reconcile", d.id)
 		}
