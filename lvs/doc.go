@@ -72,8 +72,9 @@
 // server removed from the state, a sorry server leaving) is retired, not
 // deleted at once: the Reconciler sets its weight to 0 and deletes it at
 // the first Reconcile, at least RetireRecheck later, at which the kernel
-// counts no active connection to it, or once Options.RemoveGrace has
-// passed. Deleting it at once would cut the connections still using it,
+// counts no active connection to it (for UDP and firewall-mark services,
+// no connection at all), or once it has been at weight 0 for
+// Options.RemoveGrace. Deleting it at once would cut the connections still using it,
 // even one whose handshake the scheduler had just sent there. While any
 // destination is retiring, Result.Recheck tells the caller when to
 // reconcile again. A retiring destination that is desired again gets its
