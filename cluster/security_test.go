@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -388,5 +389,72 @@ func TestTLSStreamLayerSilentClient(t *testing.T) {
 	}
 	if _, err := s.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Accept after Close: %v", err)
+	}
+}
+
+// TestTLSStreamLayerRevalidate: after a CA change a director re-checks its
+// open raft connections, and those whose peer its check refuses are
+// closed at both ends; the others stay.
+func TestTLSStreamLayerRevalidate(t *testing.T) {
+	logs := newLogSink(t)
+	ca := newTestCA(t, "cluster CA")
+	o := &options{}
+	ca.raftTLSFor(t, "d1")(o)
+	s, err := newTLSStreamLayer("127.0.0.1:0", nil, o.raftTLS.server, o.raftTLS.client, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	co := &options{}
+	ca.raftTLSFor(t, "d2")(co)
+	peer := &tlsStreamLayer{client: co.raftTLS.client, log: logs.logger()}
+
+	// Two connections from d2, each written to so the handshake completes.
+	var dialled, accepted []net.Conn
+	for range 2 {
+		c, err := peer.Dial(raft.ServerAddress(s.Addr().String()), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := s.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		dialled, accepted = append(dialled, c), append(accepted, a)
+	}
+
+	if n := s.Revalidate(func(tls.ConnectionState) error { return nil }); n != 0 {
+		t.Fatalf("a check that accepts everything closed %d connections", n)
+	}
+	// Refuse d2's certificate by its serial, as a CA without it would.
+	refused := accepted[0].(*trackedConn).ConnectionState().PeerCertificates[0].SerialNumber
+	if refused.Cmp(accepted[1].(*trackedConn).ConnectionState().PeerCertificates[0].SerialNumber) != 0 {
+		t.Fatal("the two connections came from different certificates")
+	}
+	n := s.Revalidate(func(cs tls.ConnectionState) error {
+		if cs.PeerCertificates[0].SerialNumber.Cmp(refused) == 0 {
+			return errors.New("certificate signed by unknown authority")
+		}
+		return nil
+	})
+	if n != 2 {
+		t.Fatalf("closed %d connections, want both of d2's", n)
+	}
+	for i, c := range dialled {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("d2's connection %d still open after d1 closed it: %v", i, err)
+		}
+	}
+	if n := s.Revalidate(func(tls.ConnectionState) error { return errors.New("no") }); n != 0 {
+		t.Fatalf("%d connections left after closing them all", n)
+	}
+	if logs.count("closing a raft connection", "unknown authority") != 2 {
+		t.Fatal("the closed connections were not logged with the reason")
 	}
 }

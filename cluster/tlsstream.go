@@ -36,6 +36,63 @@ type tlsStreamLayer struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
+
+	// live holds every connection handed to raft, accepted or dialled,
+	// until it is closed, so Revalidate can cut those whose peer no
+	// longer verifies.
+	mu   sync.Mutex
+	live map[*trackedConn]struct{}
+}
+
+// trackedConn is a raft connection that leaves its layer's live set when
+// closed.
+type trackedConn struct {
+	*tls.Conn
+	layer *tlsStreamLayer
+	// accepted is true for a connection a peer dialled to us.
+	accepted bool
+}
+
+func (c *trackedConn) Close() error {
+	c.layer.mu.Lock()
+	delete(c.layer.live, c)
+	c.layer.mu.Unlock()
+	return c.Conn.Close()
+}
+
+func (s *tlsStreamLayer) track(tc *tls.Conn, accepted bool) net.Conn {
+	c := &trackedConn{Conn: tc, layer: s, accepted: accepted}
+	s.mu.Lock()
+	if s.live == nil {
+		s.live = make(map[*trackedConn]struct{})
+	}
+	s.live[c] = struct{}{}
+	s.mu.Unlock()
+	return c
+}
+
+// Revalidate checks the peer of every open raft connection with verify
+// and closes those it refuses, returning how many. A director calls it
+// after reloading its CA, so a peer whose certificate the new CA does not
+// cover (or that has expired) loses the connections it already had, not
+// only the next ones; raft redials its peers at once.
+func (s *tlsStreamLayer) Revalidate(verify func(tls.ConnectionState) error) int {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.live))
+	for c := range s.live {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	closed := 0
+	for _, c := range conns {
+		if err := verify(c.ConnectionState()); err != nil {
+			s.log.Warn("closing a raft connection: its peer's certificate no longer verifies",
+				"remote", c.RemoteAddr().String(), "accepted", c.accepted, "reason", err.Error())
+			_ = c.Close()
+			closed++
+		}
+	}
+	return closed
 }
 
 // newTLSStreamLayer listens on bind. adv, when not nil, is the address
@@ -103,10 +160,11 @@ func (s *tlsStreamLayer) handshake(raw net.Conn) {
 		tc.Close()
 		return
 	}
+	c := s.track(tc, true)
 	select {
-	case s.conns <- tc:
+	case s.conns <- c:
 	case <-s.ctx.Done():
-		tc.Close()
+		c.Close()
 	}
 }
 
@@ -147,11 +205,21 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 		}
 		return nil, fmt.Errorf("dial raft peer %s over TLS: %w", address, err)
 	}
-	return tc, nil
+	return s.track(tc, false), nil
 }
 
 // peerCheckTimeout bounds checkPeerCertificate's handshake.
 const peerCheckTimeout = 5 * time.Second
+
+// RevalidatePeers closes every raft connection whose peer verify refuses,
+// and returns how many it closed (see tlsStreamLayer.Revalidate). Without
+// TLS there is nothing to check.
+func (n *Node) RevalidatePeers(verify func(tls.ConnectionState) error) int {
+	if n.stream == nil {
+		return 0
+	}
+	return n.stream.Revalidate(verify)
+}
 
 // checkPeerCertificate dials addr over raft's TLS and reports whether the
 // peer's certificate fails verification, so a server from another CA is

@@ -244,7 +244,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger) error {
 		go func() { defer wg.Done(); ipf.run(loopCtx) }()
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); reloadOnHangup(loopCtx, ct, hup, log) }()
+	go func() { defer wg.Done(); reloadOnHangup(loopCtx, ct, hup, log, node.RevalidatePeers) }()
 	log.Info("clusterd started", "version", version, "api", cfg.APIAddr, "raft", cfg.RaftAddr,
 		"gossip", cfg.GossipAddr, "backend", backend.Name())
 

@@ -98,9 +98,11 @@ func (c *clusterTLS) Reload() (*x509.Certificate, error) {
 }
 
 // reloadOnHangup reloads ct whenever hup delivers, until ctx ends, and
-// logs what it loaded or why it kept the material in use. ct is nil in
-// insecure mode, where there is nothing to reload.
-func reloadOnHangup(ctx context.Context, ct *clusterTLS, hup <-chan os.Signal, log *slog.Logger) {
+// logs what it loaded or why it kept the material in use. After a reload
+// it calls revalidate with the new material's peer check, so connections
+// a peer opened under the old CA do not outlive it. ct is nil in insecure
+// mode, where there is nothing to reload.
+func reloadOnHangup(ctx context.Context, ct *clusterTLS, hup <-chan os.Signal, log *slog.Logger, revalidate func(verify func(tls.ConnectionState) error) int) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,10 +118,35 @@ func reloadOnHangup(ctx context.Context, ct *clusterTLS, hup <-chan os.Signal, l
 			log.Error("SIGHUP: TLS files refused; the certificate and CA in use stay", "err", err)
 			continue
 		}
+		closed := 0
+		if revalidate != nil {
+			closed = revalidate(ct.verifyPeer)
+		}
 		log.Info("SIGHUP: reloaded the TLS certificate and CA; new connections use them",
 			"subject", leaf.Subject.CommonName, "serial", leaf.SerialNumber.Text(16),
-			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "cas", ct.cur.Load().cas)
+			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "cas", ct.cur.Load().cas,
+			"raft_connections_closed", closed)
 	}
+}
+
+// verifyPeer checks an open raft connection's peer against the current
+// CA: a director certificate (directorName) that chains to it and has not
+// expired. The peer may be either end, so either usage will do.
+func (c *clusterTLS) verifyPeer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the peer presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range cs.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots:         c.cur.Load().pool,
+		Intermediates: inter,
+		DNSName:       directorName,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	})
+	return err
 }
 
 // loadTLSMaterial reads and checks the files named under tls:. The

@@ -133,6 +133,14 @@ func TestTLSReloadRotatesTheCAWithoutRestart(t *testing.T) {
 	if err := handshake(t, stale.raftServer(), c1); err == nil || !strings.Contains(err.Error(), "bad certificate") {
 		t.Fatalf("dialling a director of the retired CA: %v", err)
 	}
+	// Open raft connections are checked again after a reload: the
+	// retired CA's director fails, a rotated one passes.
+	if err := d1.verifyPeer(tlsState(t, stale)); err == nil {
+		t.Fatal("an open connection from a director of the retired CA would survive the reload")
+	}
+	if err := d1.verifyPeer(tlsState(t, d2)); err != nil {
+		t.Fatalf("an open connection from a rotated director would be cut: %v", err)
+	}
 	m := d1.cur.Load()
 	if err := d1.verifyDirector(tlsState(t, stale)); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Fatalf("verifying a director of the retired CA: %v (%d CAs trusted)", err, m.cas)
@@ -187,12 +195,20 @@ func TestReloadOnHangupLogsWhatItLoaded(t *testing.T) {
 	hup := make(chan os.Signal, 1)
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(t.Context())
-	go func() { defer close(done); reloadOnHangup(ctx, ct, hup, log) }()
+	revalidated := make(chan error, 2)
+	revalidate := func(verify func(tls.ConnectionState) error) int {
+		revalidated <- verify(tlsState(t, ct))
+		return 1
+	}
+	go func() { defer close(done); reloadOnHangup(ctx, ct, hup, log, revalidate) }()
 
 	hup <- syscall.SIGHUP
 	testpoll.Until(t, 10*time.Second, time.Millisecond, "the reload's log line", func() bool {
-		return sink.Count("reloaded the TLS certificate and CA", "subject=") == 1
+		return sink.Count("reloaded the TLS certificate and CA", "subject=", "raft_connections_closed=1") == 1
 	})
+	if err := <-revalidated; err != nil {
+		t.Fatalf("after the reload, open connections were checked with a check that refuses this very director: %v", err)
+	}
 	if err := os.WriteFile(f.CA, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -202,11 +218,14 @@ func TestReloadOnHangupLogsWhatItLoaded(t *testing.T) {
 	})
 	cancel()
 	<-done
+	if len(revalidated) != 0 {
+		t.Fatal("a refused reload re-checked the open connections")
+	}
 
 	// Insecure mode: nothing to reload, and the daemon carries on.
 	ctx, cancel = context.WithCancel(t.Context())
 	done = make(chan struct{})
-	go func() { defer close(done); reloadOnHangup(ctx, nil, hup, log) }()
+	go func() { defer close(done); reloadOnHangup(ctx, nil, hup, log, nil) }()
 	hup <- syscall.SIGHUP
 	testpoll.Until(t, 10*time.Second, time.Millisecond, "the insecure-mode log line", func() bool {
 		return sink.Count("nothing to reload") == 1
