@@ -235,12 +235,7 @@ func waitVoters(t *testing.T, tn *testNode, within time.Duration, want ...string
 // waitLog waits until some record contains all of subs.
 func (c *testCluster) waitLog(within time.Duration, subs ...string) {
 	c.t.Helper()
-	eventually(c.t, within, fmt.Sprintf("log %q", subs), func() error {
-		if c.logs.count(subs...) == 0 {
-			return errors.New("not logged")
-		}
-		return nil
-	})
+	c.logs.wait(c.t, within, subs...)
 }
 
 func TestAutoJoin(t *testing.T) {

@@ -63,6 +63,17 @@ func (s *logSink) snapshot() []string {
 }
 
 // count returns how many records contain all of the substrings.
+// wait waits until some record contains all of subs.
+func (s *logSink) wait(t testing.TB, within time.Duration, subs ...string) {
+	t.Helper()
+	eventually(t, within, fmt.Sprintf("log %q", subs), func() error {
+		if s.count(subs...) == 0 {
+			return errors.New("not logged")
+		}
+		return nil
+	})
+}
+
 func (s *logSink) count(subs ...string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -458,3 +458,49 @@ func TestTLSStreamLayerRevalidate(t *testing.T) {
 		t.Fatal("the closed connections were not logged with the reason")
 	}
 }
+
+// TestTLSStreamLayerChecksConnectionsMadeAfterRevalidate: a connection
+// whose handshake ran against the old CA but completes after Revalidate
+// meets the new check when it is handed to raft, on either side.
+func TestTLSStreamLayerChecksConnectionsMadeAfterRevalidate(t *testing.T) {
+	logs := newLogSink(t)
+	ca := newTestCA(t, "cluster CA")
+	o := &options{}
+	ca.raftTLSFor(t, "d1")(o)
+	s, err := newTLSStreamLayer("127.0.0.1:0", nil, o.raftTLS.server, o.raftTLS.client, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	co := &options{}
+	ca.raftTLSFor(t, "d2")(co)
+	peer := &tlsStreamLayer{client: co.raftTLS.client, log: logs.logger()}
+	refuse := func(tls.ConnectionState) error { return errors.New("certificate signed by unknown authority") }
+
+	// The accepting side: d1 has revalidated, so d2's new connection is
+	// closed instead of reaching raft.
+	s.Revalidate(refuse)
+	c, err := peer.Dial(raft.ServerAddress(s.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte{1})
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("d1 kept a connection its latest check refuses: %v", err)
+	}
+	logs.wait(t, 5*time.Second, "refused raft connection", "no longer trusted")
+
+	// The dialling side: d2 has revalidated, so its dial fails.
+	peer.Revalidate(refuse)
+	if _, err := peer.Dial(raft.ServerAddress(s.Addr().String()), 5*time.Second); err == nil || !strings.Contains(err.Error(), "no longer trusted") {
+		t.Fatalf("dial after a refusing revalidation: %v", err)
+	}
+	s.mu.Lock()
+	n := len(s.live)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d refused connections left tracked", n)
+	}
+}

@@ -39,9 +39,12 @@ type tlsStreamLayer struct {
 
 	// live holds every connection handed to raft, accepted or dialled,
 	// until it is closed, so Revalidate can cut those whose peer no
-	// longer verifies.
-	mu   sync.Mutex
-	live map[*trackedConn]struct{}
+	// longer verifies. verify is the last check Revalidate was given:
+	// a connection whose handshake was under way during Revalidate,
+	// checked against the CA of its start, meets it when it is tracked.
+	mu     sync.Mutex
+	live   map[*trackedConn]struct{}
+	verify func(tls.ConnectionState) error
 }
 
 // trackedConn is a raft connection that leaves its layer's live set when
@@ -60,15 +63,24 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-func (s *tlsStreamLayer) track(tc *tls.Conn, accepted bool) net.Conn {
+// track hands tc to raft's side of the layer, or refuses it (closed)
+// when the latest Revalidate check rejects its peer.
+func (s *tlsStreamLayer) track(tc *tls.Conn, accepted bool) (net.Conn, error) {
 	c := &trackedConn{Conn: tc, layer: s, accepted: accepted}
 	s.mu.Lock()
 	if s.live == nil {
 		s.live = make(map[*trackedConn]struct{})
 	}
 	s.live[c] = struct{}{}
+	verify := s.verify
 	s.mu.Unlock()
-	return c
+	if verify != nil {
+		if err := verify(tc.ConnectionState()); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("peer certificate no longer trusted: %w", err)
+		}
+	}
+	return c, nil
 }
 
 // Revalidate checks the peer of every open raft connection with verify
@@ -78,20 +90,25 @@ func (s *tlsStreamLayer) track(tc *tls.Conn, accepted bool) net.Conn {
 // only the next ones; raft redials its peers at once.
 func (s *tlsStreamLayer) Revalidate(verify func(tls.ConnectionState) error) int {
 	s.mu.Lock()
+	s.verify = verify
 	conns := make([]*trackedConn, 0, len(s.live))
 	for c := range s.live {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	closed := 0
 	for _, c := range conns {
 		if err := verify(c.ConnectionState()); err != nil {
 			s.log.Warn("closing a raft connection: its peer's certificate no longer verifies",
 				"remote", c.RemoteAddr().String(), "accepted", c.accepted, "reason", err.Error())
-			_ = c.Close()
 			closed++
+			// A close can wait seconds on a peer that stopped
+			// reading; do them together.
+			wg.Go(func() { _ = c.Close() })
 		}
 	}
+	wg.Wait()
 	return closed
 }
 
@@ -160,7 +177,11 @@ func (s *tlsStreamLayer) handshake(raw net.Conn) {
 		tc.Close()
 		return
 	}
-	c := s.track(tc, true)
+	c, err := s.track(tc, true)
+	if err != nil {
+		s.log.Warn("refused raft connection", "remote", raw.RemoteAddr().String(), "reason", err.Error())
+		return
+	}
 	select {
 	case s.conns <- c:
 	case <-s.ctx.Done():
@@ -205,7 +226,12 @@ func (s *tlsStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration)
 		}
 		return nil, fmt.Errorf("dial raft peer %s over TLS: %w", address, err)
 	}
-	return s.track(tc, false), nil
+	c, err := s.track(tc, false)
+	if err != nil {
+		s.log.Warn("refused raft peer", "remote", string(address), "reason", err.Error())
+		return nil, fmt.Errorf("dial raft peer %s over TLS: %w", address, err)
+	}
+	return c, nil
 }
 
 // peerCheckTimeout bounds checkPeerCertificate's handshake.

@@ -2,6 +2,7 @@ package lvs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -236,7 +237,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, d *Desired) (Result, error) 
 		// took the weight 0.
 		applied := r.now()
 		for _, e := range quiescing {
-			e.quiesced(applied)
+			e.quiesced(applied, r.opts.RemoveGrace)
 		}
 		if stale {
 			r.cache, r.synced = nil, false
@@ -372,8 +373,10 @@ type retiree struct {
 	wait time.Duration
 }
 
-func (e *retiree) quiesced(at time.Time) {
-	e.quiescedAt, e.wait, e.next = at, RetireRecheck, at.Add(RetireRecheck)
+// quiesced records that the kernel took weight 0 at at: the first count
+// is due RetireRecheck later, or at the end of a shorter grace.
+func (e *retiree) quiesced(at time.Time, grace time.Duration) {
+	e.quiescedAt, e.wait, e.next = at, RetireRecheck, at.Add(min(RetireRecheck, grace))
 }
 
 // retire turns the deletion of a destination from a service that stays
@@ -390,6 +393,9 @@ func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now tim
 	}
 	grace := r.opts.RemoveGrace
 	read := map[ServiceKey]*Service{}
+	// gone holds services the backend no longer has: their retirees are
+	// forgotten and their ops dropped.
+	gone := map[ServiceKey]bool{}
 	out = ops[:0]
 	for _, op := range ops {
 		if op.Kind != DeleteDest {
@@ -397,6 +403,9 @@ func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now tim
 			continue
 		}
 		key := KeyOf(op.Service)
+		if gone[key] {
+			continue
+		}
 		addr := netip.AddrPortFrom(op.Dest.Address, op.Dest.Port)
 		var got *Destination
 		if svc := actual[key]; svc != nil {
@@ -438,7 +447,7 @@ func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now tim
 		if e.quiescedAt.IsZero() {
 			// Already at weight 0 (drained, or a quiesce whose
 			// batch failed but took effect).
-			e.quiesced(now)
+			e.quiesced(now, grace)
 		}
 		if now.Before(e.next) {
 			continue
@@ -447,7 +456,14 @@ func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now tim
 		svc, seen := read[key]
 		if !seen {
 			var err error
-			if svc, err = r.backend.ListService(ctx, key); err != nil {
+			svc, err = r.backend.ListService(ctx, key)
+			if errors.Is(err, ErrServiceNotFound) {
+				// Deleted behind our back, service and all.
+				delete(r.retiring, key)
+				gone[key], stale = true, true
+				continue
+			}
+			if err != nil {
 				log.WarnContext(ctx, "count the connections of a retiring destination", "err", err)
 				svc = nil
 			}
@@ -466,6 +482,11 @@ func (r *Reconciler) retire(ctx context.Context, actual Table, ops []Op, now tim
 			conns = kd.ActiveConns
 			if key.Protocol == ipvs.UDP || key.FWMark != 0 {
 				conns += kd.InactiveConns
+			}
+			if kd.Weight != 0 {
+				// Raised behind the cache: read the table again so
+				// the next look quiesces it again.
+				stale = true
 			}
 		}
 		switch {

@@ -344,3 +344,68 @@ func TestRemovedUDPDestinationWaitsForItsFlows(t *testing.T) {
 	ops, _ = rg.reconcile(st)
 	requireOps(t, ops, "delete destination [2001:db8:1::1]:53 from UDP [2001:db8::1]:53")
 }
+
+// TestRetiringServiceDeletedBehindTheCache: someone deletes the whole
+// service while one of its destinations is retiring. The count finds the
+// service gone: the retiree is forgotten, nothing fails, and the next
+// reconcile reads the table and recreates the service.
+func TestRetiringServiceDeletedBehindTheCache(t *testing.T) {
+	rg := retireRig(t)
+	st := webState()
+	rg.reconcile(st)
+	delete(st.Services["web"].Servers, a1.String())
+	rg.reconcile(st)
+	rg.fake.Mutate(func(tab Table) { delete(tab, webKey) })
+	rg.clock.Advance(RetireRecheck)
+	ops, res := rg.reconcile(st)
+	if len(ops) != 0 {
+		t.Fatalf("sent %q for a service already gone", opStrings(ops))
+	}
+	requireRetiring(t, res, 0, 0)
+	ops, res = rg.reconcile(st)
+	if !res.Resynced || len(ops) == 0 || ops[0].Kind != AddService {
+		t.Fatalf("the next reconcile did not recreate the service: resynced %t, %q", res.Resynced, opStrings(ops))
+	}
+}
+
+// TestRetiringDestinationRaisedBehindTheCache: the count finds the weight
+// raised by someone else; the next reconcile reads the table and quiesces
+// it again.
+func TestRetiringDestinationRaisedBehindTheCache(t *testing.T) {
+	rg := retireRig(t)
+	st := webState()
+	rg.reconcile(st)
+	if err := rg.fake.SetConns(webKey, a1, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	delete(st.Services["web"].Servers, a1.String())
+	rg.reconcile(st)
+	rg.fake.Mutate(func(tab Table) { tab[webKey].Dest(a1).Weight = 7 })
+	rg.clock.Advance(RetireRecheck)
+	if ops, _ := rg.reconcile(st); len(ops) != 0 {
+		t.Fatalf("sent %q", opStrings(ops))
+	}
+	ops, res := rg.reconcile(st)
+	requireOps(t, ops, "update destination 10.1.0.1:8080 of TCP 10.0.0.1:80")
+	if !res.Resynced {
+		t.Fatal("the raised weight was repaired without reading the table")
+	}
+	rg.requireDest(a1, 0)
+}
+
+// TestShortGraceIsCountedFromTheQuiesce: a grace shorter than the first
+// count's pause ends the wait at the grace.
+func TestShortGraceIsCountedFromTheQuiesce(t *testing.T) {
+	rg := newRig(t, Options{RemoveGrace: 100 * time.Millisecond})
+	st := webState()
+	rg.reconcile(st)
+	if err := rg.fake.SetConns(webKey, a1, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	delete(st.Services["web"].Servers, a1.String())
+	_, res := rg.reconcile(st)
+	requireRetiring(t, res, 1, 100*time.Millisecond)
+	rg.clock.Advance(100 * time.Millisecond)
+	ops, _ := rg.reconcile(st)
+	requireOps(t, ops, "delete destination 10.1.0.1:8080 from TCP 10.0.0.1:80")
+}
