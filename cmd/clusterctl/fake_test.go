@@ -40,7 +40,8 @@ type fakeAPI struct {
 	ipvs     api.IPVSReport
 	// live and conns answer the health and connections endpoints: live
 	// views by server key, and the active connection counts each read of
-	// a server returns in turn (the last one repeats).
+	// a server returns in turn (the last one repeats; -1 answers 421
+	// not_leader, as a director does during a failover).
 	live  map[string]map[string]string
 	conns map[string][]int
 	reqs  []request
@@ -455,6 +456,9 @@ func (f *fakeAPI) connections(_ http.ResponseWriter, r *http.Request) (any, erro
 		if len(seq) > 1 {
 			f.conns[rs.Key()] = seq[1:]
 		}
+	}
+	if active < 0 {
+		return nil, &apiErr{http.StatusMisdirectedRequest, api.CodeNotLeader, "", "director d1 received a forwarded request but is not the leader; retry"}
 	}
 	return api.Connections{Node: "d1", Service: s.Name, Server: rs.Key(), Present: true, Active: active, Inactive: 1}, nil
 }

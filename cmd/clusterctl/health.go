@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -342,6 +343,24 @@ func (a *app) drainWait(ctx context.Context, c *api.Client, service string, addr
 	last := -1
 	for {
 		conns, _, err := c.Connections(ctx, service, addr, port)
+		if err != nil && leaderChanging(err) {
+			// A failover in the middle of a long drain: ask the
+			// next leader, whose kernel now carries the traffic.
+			left := time.Until(deadline)
+			if left <= 0 {
+				return &drainTimeout{key: key, service: service, active: last, after: timeout, cause: err}
+			}
+			if last != -2 {
+				fmt.Fprintf(a.stderr, "waiting: no leader to ask (%v); retrying\n", err)
+				last = -2
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(min(every, left)):
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("read the connections of %s: %w", key, err)
 		}
@@ -365,14 +384,33 @@ func (a *app) drainWait(ctx context.Context, c *api.Client, service string, addr
 	}
 }
 
+// leaderChanging reports whether err means leadership is moving, so the
+// same question is worth asking again shortly.
+func leaderChanging(err error) bool {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Code {
+	case api.CodeNotLeader, api.CodeNoLeader, api.CodeUnavailable:
+		return true
+	}
+	return false
+}
+
 // drainTimeout is the result of a drain whose connections did not finish
 // in time: the server stays drained.
 type drainTimeout struct {
 	key, service string
 	active       int
 	after        time.Duration
+	// cause, when set, is why no leader could be asked at the end.
+	cause error
 }
 
 func (e *drainTimeout) Error() string {
+	if e.cause != nil {
+		return fmt.Sprintf("--timeout: no leader could tell the connections of %s of service %s after %s (%v); it stays drained (weight 0)", e.key, e.service, e.after, e.cause)
+	}
 	return fmt.Sprintf("--timeout: %s of service %s still has %d active connections after %s; it stays drained (weight 0)", e.key, e.service, e.active, e.after)
 }

@@ -119,6 +119,23 @@ func TestServerDrainWait(t *testing.T) {
 		t.Errorf("admin %q, want drained", svc.Servers["10.0.1.1:80"].Admin)
 	}
 
+	// A failover in the middle: the wait asks again and goes on.
+	f.must(t, "server", "enable", "web", "10.0.1.1:80")
+	f.conns = map[string][]int{"10.0.1.1:80": {2, -1, -1, 1, 0}}
+	r = f.run(t, "server", "drain", "web", "10.0.1.1:80", "--wait", "--poll-interval", "1ms")
+	wantExit(t, r, 0)
+	if !strings.Contains(r.stderr, "no leader to ask") || !strings.Contains(r.stdout, "has no active connection") {
+		t.Errorf("drain across a failover: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	// One that never ends within the timeout is a timeout, not a crash.
+	f.must(t, "server", "enable", "web", "10.0.1.1:80")
+	f.conns = map[string][]int{"10.0.1.1:80": {-1}}
+	r = f.run(t, "server", "drain", "web", "10.0.1.1:80", "--wait", "--timeout", "20ms", "--poll-interval", "1ms")
+	wantExit(t, r, exitFailure, "no leader could tell the connections of 10.0.1.1:80")
+	if n := strings.Count(r.stderr, "no leader to ask"); n != 1 {
+		t.Errorf("the wait said %d times that no leader answered, want once: %q", n, r.stderr)
+	}
+
 	// Connections that do not finish: exit 1, the server stays drained.
 	f.must(t, "server", "enable", "web", "10.0.1.1:80")
 	f.conns = map[string][]int{"10.0.1.1:80": {5}}

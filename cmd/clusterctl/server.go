@@ -452,8 +452,10 @@ health: a drained server stays drained whatever its checks say, until
 
 With --wait, clusterctl then polls the active connections of the server in
 the leader's kernel IPVS table until they reach 0, or --timeout passes (the
-exit status is then 1, and the server stays drained). Here --timeout bounds
-the whole wait; each request still has the default per-request timeout.
+exit status is then 1, and the server stays drained). If leadership moves
+during the wait, it asks the new leader, whose kernel now carries the
+traffic. Here --timeout bounds the whole wait; each request still has the
+default per-request timeout.
 
 ` + serverArgHelp + `
 
