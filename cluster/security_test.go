@@ -338,14 +338,7 @@ func TestGossipKeyringRefusesBadKeys(t *testing.T) {
 // TestTLSStreamLayerSilentClient: a client that connects and never speaks
 // holds up neither other peers' connections nor Close.
 func TestTLSStreamLayerSilentClient(t *testing.T) {
-	logs := newLogSink(t)
-	ca := newTestCA(t, "cluster CA")
-	o := &options{}
-	ca.raftTLSFor(t, "d1")(o)
-	s, err := newTLSStreamLayer("127.0.0.1:0", nil, o.raftTLS.server, o.raftTLS.client, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, peer, _ := streamPair(t)
 	silent, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -359,9 +352,6 @@ func TestTLSStreamLayerSilentClient(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	co := &options{}
-	ca.raftTLSFor(t, "d2")(co)
-	peer := &tlsStreamLayer{client: co.raftTLS.client, log: logs.logger()}
 	conn, err := peer.Dial(raft.ServerAddress(s.Addr().String()), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -396,18 +386,8 @@ func TestTLSStreamLayerSilentClient(t *testing.T) {
 // open raft connections, and those whose peer its check refuses are
 // closed at both ends; the others stay.
 func TestTLSStreamLayerRevalidate(t *testing.T) {
-	logs := newLogSink(t)
-	ca := newTestCA(t, "cluster CA")
-	o := &options{}
-	ca.raftTLSFor(t, "d1")(o)
-	s, err := newTLSStreamLayer("127.0.0.1:0", nil, o.raftTLS.server, o.raftTLS.client, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, peer, logs := streamPair(t)
 	t.Cleanup(func() { _ = s.Close() })
-	co := &options{}
-	ca.raftTLSFor(t, "d2")(co)
-	peer := &tlsStreamLayer{client: co.raftTLS.client, log: logs.logger()}
 
 	// Two connections from d2, each written to so the handshake completes.
 	var dialled, accepted []net.Conn
@@ -463,18 +443,8 @@ func TestTLSStreamLayerRevalidate(t *testing.T) {
 // whose handshake ran against the old CA but completes after Revalidate
 // meets the new check when it is handed to raft, on either side.
 func TestTLSStreamLayerChecksConnectionsMadeAfterRevalidate(t *testing.T) {
-	logs := newLogSink(t)
-	ca := newTestCA(t, "cluster CA")
-	o := &options{}
-	ca.raftTLSFor(t, "d1")(o)
-	s, err := newTLSStreamLayer("127.0.0.1:0", nil, o.raftTLS.server, o.raftTLS.client, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, peer, logs := streamPair(t)
 	t.Cleanup(func() { _ = s.Close() })
-	co := &options{}
-	ca.raftTLSFor(t, "d2")(co)
-	peer := &tlsStreamLayer{client: co.raftTLS.client, log: logs.logger()}
 	refuse := func(tls.ConnectionState) error { return errors.New("certificate signed by unknown authority") }
 
 	// The accepting side: d1 has revalidated, so d2's new connection is
@@ -503,4 +473,21 @@ func TestTLSStreamLayerChecksConnectionsMadeAfterRevalidate(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d refused connections left tracked", n)
 	}
+}
+
+// streamPair is d1's listening TLS stream layer and d2's dialling one,
+// both with certificates of one CA.
+func streamPair(t *testing.T) (s, peer *tlsStreamLayer, logs *logSink) {
+	t.Helper()
+	logs = newLogSink(t)
+	ca := newTestCA(t, "cluster CA")
+	o := &options{}
+	ca.raftTLSFor(t, "d1")(o)
+	s, err := newTLSStreamLayer("127.0.0.1:0", nil, o.raftTLS.server, o.raftTLS.client, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	co := &options{}
+	ca.raftTLSFor(t, "d2")(co)
+	return s, &tlsStreamLayer{client: co.raftTLS.client, log: logs.logger()}, logs
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/cloudflare/ipvs"
+
+	"github.com/directorate/directorate/fsm"
 )
 
 // retireRig is a rig whose reconciler quiesces removed destinations, with
@@ -37,6 +39,22 @@ func (rg *rig) requireDest(addr netip.AddrPort, w int) {
 
 // requireRetiring checks how many destinations are retiring and how soon
 // the reconciler asks to be called again (0 when none are).
+// quiesced converges rg to webState, gives addr active connections,
+// removes it from the state and reconciles once: addr is then retiring,
+// at weight 0.
+func quiesced(t *testing.T, rg *rig, addr netip.AddrPort, active uint32) (*rig, *fsm.State) {
+	t.Helper()
+	st := webState()
+	rg.reconcile(st)
+	if err := rg.fake.SetConns(webKey, addr, active, 0); err != nil {
+		t.Fatal(err)
+	}
+	delete(st.Services["web"].Servers, addr.String())
+	rg.reconcile(st)
+	rg.requireDest(addr, 0)
+	return rg, st
+}
+
 func requireRetiring(t *testing.T, res Result, n int, recheck time.Duration) {
 	t.Helper()
 	if res.Retiring != n || res.Recheck != recheck {
@@ -114,14 +132,7 @@ func TestRemovedDestinationIsQuiescedUntilItsConnectionsEnd(t *testing.T) {
 }
 
 func TestRemovedDestinationIsDeletedAtTheEndOfItsGrace(t *testing.T) {
-	rg := retireRig(t)
-	st := webState()
-	rg.reconcile(st)
-	if err := rg.fake.SetConns(webKey, a2, 5, 0); err != nil {
-		t.Fatal(err)
-	}
-	delete(st.Services["web"].Servers, a2.String())
-	rg.reconcile(st)
+	rg, st := quiesced(t, retireRig(t), a2, 5)
 	for elapsed := time.Duration(0); elapsed < 10*time.Second-time.Second; elapsed += time.Second {
 		rg.clock.Advance(time.Second)
 		ops, res := rg.reconcile(st)
@@ -176,11 +187,7 @@ func TestRetiringDestinationAddedBackIsRestored(t *testing.T) {
 }
 
 func TestRetiringDestinationGoesWithItsService(t *testing.T) {
-	rg := retireRig(t)
-	st := webState()
-	rg.reconcile(st)
-	delete(st.Services["web"].Servers, a1.String())
-	rg.reconcile(st)
+	rg, st := quiesced(t, retireRig(t), a1, 0)
 	delete(st.Services, "web")
 	ops, res := rg.reconcile(st)
 	requireOps(t, ops, "delete service TCP 10.0.0.1:80")
@@ -188,14 +195,7 @@ func TestRetiringDestinationGoesWithItsService(t *testing.T) {
 }
 
 func TestRetiringDestinationIsQuiescedAgainAfterDrift(t *testing.T) {
-	rg := retireRig(t)
-	st := webState()
-	rg.reconcile(st)
-	if err := rg.fake.SetConns(webKey, a1, 1, 0); err != nil {
-		t.Fatal(err)
-	}
-	delete(st.Services["web"].Servers, a1.String())
-	rg.reconcile(st)
+	rg, st := quiesced(t, retireRig(t), a1, 1)
 	// Someone sets its weight back by hand.
 	rg.fake.Mutate(func(tab Table) { tab[webKey].Dest(a1).Weight = 50 })
 	rg.r.Invalidate()
@@ -271,11 +271,7 @@ func TestRetiringDestinationIsCheckedOnIncrementalReconciles(t *testing.T) {
 // finds it gone: nothing fails, nothing is left retiring, and the cache is
 // read again.
 func TestRetiringDestinationDeletedBehindTheCache(t *testing.T) {
-	rg := retireRig(t)
-	st := webState()
-	rg.reconcile(st)
-	delete(st.Services["web"].Servers, a1.String())
-	rg.reconcile(st)
+	rg, st := quiesced(t, retireRig(t), a1, 0)
 	rg.fake.Mutate(func(tab Table) {
 		svc := tab[webKey]
 		i, _ := svc.find(a1)
@@ -350,11 +346,7 @@ func TestRemovedUDPDestinationWaitsForItsFlows(t *testing.T) {
 // service gone: the retiree is forgotten, nothing fails, and the next
 // reconcile reads the table and recreates the service.
 func TestRetiringServiceDeletedBehindTheCache(t *testing.T) {
-	rg := retireRig(t)
-	st := webState()
-	rg.reconcile(st)
-	delete(st.Services["web"].Servers, a1.String())
-	rg.reconcile(st)
+	rg, st := quiesced(t, retireRig(t), a1, 0)
 	rg.fake.Mutate(func(tab Table) { delete(tab, webKey) })
 	rg.clock.Advance(RetireRecheck)
 	ops, res := rg.reconcile(st)
@@ -372,14 +364,7 @@ func TestRetiringServiceDeletedBehindTheCache(t *testing.T) {
 // raised by someone else; the next reconcile reads the table and quiesces
 // it again.
 func TestRetiringDestinationRaisedBehindTheCache(t *testing.T) {
-	rg := retireRig(t)
-	st := webState()
-	rg.reconcile(st)
-	if err := rg.fake.SetConns(webKey, a1, 3, 0); err != nil {
-		t.Fatal(err)
-	}
-	delete(st.Services["web"].Servers, a1.String())
-	rg.reconcile(st)
+	rg, st := quiesced(t, retireRig(t), a1, 3)
 	rg.fake.Mutate(func(tab Table) { tab[webKey].Dest(a1).Weight = 7 })
 	rg.clock.Advance(RetireRecheck)
 	if ops, _ := rg.reconcile(st); len(ops) != 0 {

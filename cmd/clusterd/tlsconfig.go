@@ -133,6 +133,12 @@ func reloadOnHangup(ctx context.Context, ct *clusterTLS, hup <-chan os.Signal, l
 // CA: a director certificate (directorName) that chains to it and has not
 // expired. The peer may be either end, so either usage will do.
 func (c *clusterTLS) verifyPeer(cs tls.ConnectionState) error {
+	return c.verifyChain(cs, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+// verifyChain verifies the peer's chain against the current cluster CA,
+// naming directorName, for one of usages.
+func (c *clusterTLS) verifyChain(cs tls.ConnectionState, usages ...x509.ExtKeyUsage) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("the peer presented no certificate")
 	}
@@ -144,7 +150,7 @@ func (c *clusterTLS) verifyPeer(cs tls.ConnectionState) error {
 		Roots:         c.cur.Load().pool,
 		Intermediates: inter,
 		DNSName:       directorName,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		KeyUsages:     usages,
 	})
 	return err
 }
@@ -267,20 +273,7 @@ func (c *clusterTLS) apiClient() *tls.Config { return c.raftClient() }
 // CA, for server use, naming directorName: what crypto/tls would check
 // with RootCAs and ServerName set.
 func (c *clusterTLS) verifyDirector(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the server presented no certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, ic := range cs.PeerCertificates[1:] {
-		inter.AddCert(ic)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-		Roots:         c.cur.Load().pool,
-		Intermediates: inter,
-		DNSName:       directorName,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	if err != nil {
+	if err := c.verifyChain(cs, x509.ExtKeyUsageServerAuth); err != nil {
 		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 	}
 	return nil

@@ -10,22 +10,6 @@ import (
 	"time"
 )
 
-// logCount counts the lines of d's log that contain every substring.
-func logCount(d *director, subs ...string) int {
-	b, _ := os.ReadFile(filepath.Join(d.dir, "clusterd.log"))
-	n := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		all := true
-		for _, s := range subs {
-			all = all && strings.Contains(line, s)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
-
 // TestCertificateRotationBySIGHUP rotates the cluster CA and every
 // certificate on three running directors with SIGHUP alone, as
 // docs/security.md describes: no restart, so no failover. Afterwards the

@@ -16,21 +16,22 @@ import (
 )
 
 // logHas reports whether d's log has a line containing every substring.
-func logHas(d *director, subs ...string) bool {
+func logHas(d *director, subs ...string) bool { return logCount(d, subs...) > 0 }
+
+// logCount counts the lines of d's log that contain every substring.
+func logCount(d *director, subs ...string) int {
 	b, _ := os.ReadFile(filepath.Join(d.dir, "clusterd.log"))
+	n := 0
 	for _, line := range strings.Split(string(b), "\n") {
-		ok := true
+		all := true
 		for _, s := range subs {
-			if !strings.Contains(line, s) {
-				ok = false
-				break
-			}
+			all = all && strings.Contains(line, s)
 		}
-		if ok {
-			return true
+		if all {
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 func anyLogHas(ds []*director, subs ...string) bool {
