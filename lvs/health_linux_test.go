@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/directorate/directorate/fsm"
+	"github.com/directorate/directorate/internal/testpoll"
 )
 
 // bareNetns is a network namespace with only lo up.
@@ -295,23 +296,19 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 	kept.echo(t, "recovered")
 	// Once its client is done, a reconcile deletes it.
 	closeAll()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testpoll.Poll(t, 15*time.Second, 50*time.Millisecond, "the sorry server's deletion after its client closed", func() error {
 		res, err := r.Reconcile(t.Context(), d)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if read().Dest(sorry) == nil {
-			if res.Retiring != 0 {
-				t.Errorf("the sorry server was deleted, yet %d destinations are still retiring", res.Retiring)
-			}
-			break
+		if dst := read().Dest(sorry); dst != nil {
+			return fmt.Errorf("still a destination: %+v", dst)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sorry server is still a destination 15 s after its client closed: %+v", read().Dest(sorry))
+		if res.Retiring != 0 {
+			t.Errorf("the sorry server was deleted, yet %d destinations are still retiring", res.Retiring)
 		}
-		time.Sleep(max(res.Recheck, 50*time.Millisecond))
-	}
+		return nil
+	})
 
 	// Drain s1 with a kept connection on it: the connection carries on,
 	// new ones avoid s1, and once the client is done the kernel's active
@@ -337,21 +334,17 @@ func TestKernelHealthSorryAndConnections(t *testing.T) {
 		t.Errorf("drained s1: %+v, want weight 0 with its connections active", dst)
 	}
 	closeAll()
-	deadline = time.Now().Add(15 * time.Second)
-	for {
+	testpoll.Poll(t, 15*time.Second, 50*time.Millisecond, "drained s1's active connections to reach 0 after its clients closed", func() error {
 		dst := read().Dest(s1)
 		if dst == nil {
 			t.Fatal("drained s1 left the table")
 		}
-		if dst.ActiveConns == 0 {
-			t.Logf("drained s1: 0 active, %d inactive connections", dst.InactiveConns)
-			break
+		if dst.ActiveConns != 0 {
+			return fmt.Errorf("%d active connections", dst.ActiveConns)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("s1 still has %d active connections 15 s after its clients closed", dst.ActiveConns)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		t.Logf("drained s1: 0 active, %d inactive connections", dst.InactiveConns)
+		return nil
+	})
 	enabled := fsm.Enabled
 	apply(fsm.UpdateServer{Service: "web", Address: s1.Addr(), Port: 8080, Patch: fsm.ServerPatch{Admin: &enabled}})
 	requireDest(read(), s1, 1, 0)

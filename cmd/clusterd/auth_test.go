@@ -24,6 +24,7 @@ import (
 	"github.com/directorate/directorate/fsm"
 	"github.com/directorate/directorate/internal/pki"
 	"github.com/directorate/directorate/internal/testlog"
+	"github.com/directorate/directorate/internal/testpoll"
 )
 
 // testPKI is a cluster CA with a director certificate, a clusterctl
@@ -408,12 +409,9 @@ func TestBootstrapToken(t *testing.T) {
 		t.Fatalf("a certificate from another CA: %v", err)
 	}
 	// The server logs the refused handshake, with the client's address.
-	for deadline := time.Now().Add(5 * time.Second); d.log.Count("TLS handshake error from 127.0.0.1:", "unknown authority") == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the refused handshake was not logged")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testpoll.Until(t, 5*time.Second, 10*time.Millisecond, "the refused handshake in the log", func() bool {
+		return d.log.Count("TLS handshake error from 127.0.0.1:", "unknown authority") > 0
+	})
 	if d.fsm.Index() != 0 {
 		t.Fatal("refused bootstraps changed the state")
 	}

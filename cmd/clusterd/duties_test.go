@@ -16,6 +16,7 @@ import (
 	"github.com/directorate/directorate/cluster/watchdog"
 	"github.com/directorate/directorate/fsm"
 	"github.com/directorate/directorate/hooks"
+	"github.com/directorate/directorate/internal/testpoll"
 	"github.com/directorate/directorate/vip"
 )
 
@@ -96,13 +97,9 @@ type fakeLease struct {
 func (l *fakeLease) waitChecks(t *testing.T, n int64) {
 	t.Helper()
 	target := l.calls.Load() + n
-	deadline := time.Now().Add(5 * time.Second)
-	for l.calls.Load() < target {
-		if time.Now().After(deadline) {
-			t.Fatalf("the leader stopped checking its lease")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testpoll.Until(t, 5*time.Second, time.Millisecond, "the leader to keep checking its lease", func() bool {
+		return l.calls.Load() >= target
+	})
 }
 
 func (l *fakeLease) VerifyLeader(context.Context) error {
@@ -127,17 +124,14 @@ func newDuties(t *testing.T) (*duties, *recordingVIPs, *fakeLease, *applier) {
 
 func waitCalls(t *testing.T, rec *recordingVIPs, what string, ok func([]string) bool) []string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		calls := rec.log()
-		if ok(calls) {
-			return calls
+	var calls []string
+	testpoll.Poll(t, 5*time.Second, time.Millisecond, what, func() error {
+		if calls = rec.log(); !ok(calls) {
+			return fmt.Errorf("calls so far: %v", calls)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; calls so far: %v", what, calls)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
+	return calls
 }
 
 func TestDutiesClaimRenewRelease(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/directorate/directorate/cluster"
 	"github.com/directorate/directorate/fsm"
 	"github.com/directorate/directorate/hooks"
+	"github.com/directorate/directorate/internal/testpoll"
 	"github.com/directorate/directorate/probes"
 )
 
@@ -319,13 +321,12 @@ func TestHealthMonitorRunReactsToChecks(t *testing.T) {
 	checks.health[netip.AddrPortFrom(rsB, 80)] = probes.HealthUp
 	checks.mu.Unlock()
 	h.checkChanged(probes.CheckStatus{})
-	deadline := time.Now().Add(5 * time.Second)
-	for node.lastPublished()[webB] != "up" {
-		if time.Now().After(deadline) {
-			t.Fatalf("published %v after a check changed", node.lastPublished())
+	testpoll.Poll(t, 5*time.Second, 5*time.Millisecond, "the changed check to be published", func() error {
+		if p := node.lastPublished(); p[webB] != "up" {
+			return fmt.Errorf("published %v", p)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestHealthMonitorRunCommitsWhenViewsChange(t *testing.T) {
@@ -341,14 +342,8 @@ func TestHealthMonitorRunCommitsWhenViewsChange(t *testing.T) {
 		"d1": {Views: views("down", webA)}, "d2": {Views: views("down", webA)}, "d3": {Views: views("up", webA)},
 	})
 	node.changed <- struct{}{}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if hh, _ := serverHealth(f, webA); hh != nil && hh.State == "down" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the leader did not commit what gossip agreed on")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testpoll.Until(t, 5*time.Second, 5*time.Millisecond, "the leader to commit what gossip agreed on", func() bool {
+		hh, _ := serverHealth(f, webA)
+		return hh != nil && hh.State == "down"
+	})
 }

@@ -327,35 +327,13 @@ func ids(ds []*Director) []string {
 // follower, not only on the leader.
 func (c *Cluster) WaitTables(timeout time.Duration, leader *Director, minIndex uint64) IPVSTable {
 	c.T.Helper()
-	var want IPVSTable
-	var last string
-	_, err := TryPoll(timeout, 200*time.Millisecond, func() (bool, error) {
-		snap, err := leader.Snapshot()
-		if err != nil {
-			last = err.Error()
-			return false, nil
+	_, t := c.WaitHealthTables(timeout, leader, fmt.Sprintf("the replicated state at index %d", minIndex), func(s Snapshot) error {
+		if s.Index < minIndex {
+			return fmt.Errorf("leader at index %d < %d", s.Index, minIndex)
 		}
-		if snap.Index < minIndex {
-			last = fmt.Sprintf("leader at index %d < %d", snap.Index, minIndex)
-			return false, nil
-		}
-		want = snap.Desired()
-		for _, d := range c.Present() {
-			got, err := d.ReadIPVS()
-			if err != nil {
-				return false, err
-			}
-			if got.String() != want.String() {
-				last = fmt.Sprintf("%s's kernel table\n%s\nwant\n%s", d.ID, got, want)
-				return false, nil
-			}
-		}
-		return true, nil
+		return nil
 	})
-	if err != nil {
-		c.T.Fatalf("waiting for every director's IPVS table to match the replicated state: %v; last seen: %s", err, last)
-	}
-	return want
+	return t
 }
 
 // HolderWatch samples which directors hold an address, from the kernel's

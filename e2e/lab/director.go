@@ -277,38 +277,3 @@ func (d *Director) Status() (Status, bool) {
 	}
 	return env.Data, true
 }
-
-// Snapshot is the part of the replicated state the lab checks: `clusterctl
-// snapshot save -` as d serves it from its local state.
-type Snapshot struct {
-	Index uint64 `json:"index"`
-	VIPs  map[string]struct {
-		Prefix netip.Prefix `json:"prefix"`
-	} `json:"vips"`
-	Services map[string]struct {
-		VIP       string `json:"vip"`
-		Protocol  string `json:"protocol"`
-		Port      int    `json:"port"`
-		Scheduler string `json:"scheduler"`
-		Servers   map[string]struct {
-			Address netip.Addr `json:"address"`
-			Port    int        `json:"port"`
-			Method  string     `json:"method"`
-			Weight  int        `json:"weight"`
-			Admin   string     `json:"admin"`
-		} `json:"servers"`
-	} `json:"services"`
-}
-
-// Snapshot reads d's local replicated state.
-func (d *Director) Snapshot() (Snapshot, error) {
-	out, err := d.Ctl("snapshot", "save", "-")
-	if err != nil {
-		return Snapshot{}, err
-	}
-	var s Snapshot
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		return Snapshot{}, fmt.Errorf("%s: parse snapshot: %w", d.ID, err)
-	}
-	return s, nil
-}

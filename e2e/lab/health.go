@@ -86,10 +86,11 @@ func SetListening(n *Node, on bool) error {
 	return nil
 }
 
-// HealthState is the replicated state as the health scenarios read it:
-// Snapshot plus each real server's agreed health, the quorum and the sorry
-// server.
-type HealthState struct {
+// Snapshot is the part of the replicated state the lab checks, `clusterctl
+// snapshot save -` as a director serves it from its local state: VIPs,
+// services and real servers, with each server's agreed health, the quorum
+// and the sorry server.
+type Snapshot struct {
 	Index uint64 `json:"index"`
 	VIPs  map[string]struct {
 		Prefix netip.Prefix `json:"prefix"`
@@ -97,7 +98,7 @@ type HealthState struct {
 	Services map[string]HealthService `json:"services"`
 }
 
-// HealthService is one service of a HealthState.
+// HealthService is one service of a Snapshot.
 type HealthService struct {
 	VIP        string                  `json:"vip"`
 	Protocol   string                  `json:"protocol"`
@@ -143,15 +144,15 @@ func (s HealthServer) State() string {
 	return s.Health.State
 }
 
-// HealthState reads d's local replicated state, health included.
-func (d *Director) HealthState() (HealthState, error) {
+// Snapshot reads d's local replicated state.
+func (d *Director) Snapshot() (Snapshot, error) {
 	out, err := d.Ctl("snapshot", "save", "-")
 	if err != nil {
-		return HealthState{}, err
+		return Snapshot{}, err
 	}
-	var s HealthState
+	var s Snapshot
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		return HealthState{}, fmt.Errorf("%s: parse snapshot: %w", d.ID, err)
+		return Snapshot{}, fmt.Errorf("%s: parse snapshot: %w", d.ID, err)
 	}
 	return s, nil
 }
@@ -162,7 +163,7 @@ func (d *Director) HealthState() (HealthState, error) {
 // drained ones have weight 0; a down server has weight 0 (quiesce) or is
 // absent (remove, unless drained); a service that lost its quorum has every
 // server at weight 0 and its sorry server at weight 1.
-func (s HealthState) Desired() IPVSTable {
+func (s Snapshot) Desired() IPVSTable {
 	var t IPVSTable
 	for _, svc := range s.Services {
 		v, ok := s.VIPs[svc.VIP]
@@ -219,10 +220,10 @@ func (t IPVSTable) Weights(svc string) map[string]int {
 // cond (nil: anything) and the kernel table of every present director, as
 // ipvsadm reads it, equals what that state asks for, health included. It
 // returns the state and table it saw. what names the wait in the failure.
-func (c *Cluster) WaitHealthTables(timeout time.Duration, leader *Director, what string, cond func(HealthState) error) (HealthState, IPVSTable) {
+func (c *Cluster) WaitHealthTables(timeout time.Duration, leader *Director, what string, cond func(Snapshot) error) (Snapshot, IPVSTable) {
 	c.T.Helper()
 	var (
-		st   HealthState
+		st   Snapshot
 		want IPVSTable
 		last string
 	)
@@ -231,7 +232,7 @@ func (c *Cluster) WaitHealthTables(timeout time.Duration, leader *Director, what
 			return false, err
 		}
 		var err error
-		st, err = leader.HealthState()
+		st, err = leader.Snapshot()
 		if err != nil {
 			last = err.Error()
 			return false, nil

@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-// TestHealthStateDesired holds the health-aware desired table to the rules
+// TestSnapshotDesired holds the health-aware desired table to the rules
 // of docs/health.md: quiesce gives a down server weight 0, remove drops it
 // unless it is drained, a lost quorum puts every server at 0 and the sorry
 // server in at weight 1.
-func TestHealthStateDesired(t *testing.T) {
+func TestSnapshotDesired(t *testing.T) {
 	const raw = `{"index":30,"vips":{"web":{"prefix":"10.0.0.100/24"}},
 "services":{
  "q":{"vip":"web","protocol":"tcp","port":80,"scheduler":"rr","method":"dr","servers":{
@@ -26,7 +26,7 @@ func TestHealthStateDesired(t *testing.T) {
    "sorry":{"address":"10.0.0.90","port":82,"method":""},"servers":{
    "10.0.0.11:82":{"address":"10.0.0.11","port":82,"method":"dr","weight":1,"admin":"enabled","health":{"state":"down","index":12}},
    "10.0.0.12:82":{"address":"10.0.0.12","port":82,"method":"dr","weight":1,"admin":"disabled"}}}}}`
-	var s HealthState
+	var s Snapshot
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ package lab
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 )
@@ -86,33 +85,6 @@ func parseIPVSSave(out string) (IPVSTable, error) {
 	}
 	slices.Sort(t)
 	return t, nil
-}
-
-// Desired is the table the replicated state s asks every director for:
-// disabled servers are absent and drained ones have weight 0.
-func (s Snapshot) Desired() IPVSTable {
-	var t IPVSTable
-	for _, svc := range s.Services {
-		v, ok := s.VIPs[svc.VIP]
-		if !ok {
-			continue
-		}
-		key := netip.AddrPortFrom(v.Prefix.Addr(), uint16(svc.Port)).String()
-		t = append(t, fmt.Sprintf("svc %s %s %s", svc.Protocol, key, svc.Scheduler))
-		for _, rs := range svc.Servers {
-			w := rs.Weight
-			switch rs.Admin {
-			case "disabled":
-				continue
-			case "drained":
-				w = 0
-			}
-			t = append(t, fmt.Sprintf("dst %s %s %s %s %d", svc.Protocol, key,
-				netip.AddrPortFrom(rs.Address, uint16(rs.Port)), rs.Method, w))
-		}
-	}
-	slices.Sort(t)
-	return t
 }
 
 // String shows t one line per entry.

@@ -162,24 +162,41 @@ func (l *Lab) namespace(name string) *Node {
 	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 		l.t.Fatalf("lab: %v", err)
 	}
-	if out, err := exec.Command("ip", "netns", "add", n.NS).CombinedOutput(); err != nil {
-		l.t.Fatalf("lab: ip netns add %s: %v: %s", n.NS, err, out)
+	var err error
+	if n.Handle, n.NL, err = Namespace(l.t, n.NS); err != nil {
+		l.t.Fatalf("lab: %v", err)
 	}
-	l.t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", n.NS).CombinedOutput(); err != nil {
-			l.t.Errorf("lab: ip netns del %s: %v: %s", n.NS, err, out)
+	return n
+}
+
+// Namespace creates the named network namespace, so that `ip netns exec`
+// can run processes in it, and opens it and a netlink handle in it; t's
+// cleanups close them and delete the name. Deleting the name frees the
+// namespace once the last process and socket in it are gone, and cleanups
+// registered later (processes, listeners) run first. It returns an error
+// only when the namespace cannot be created, which a caller may skip on;
+// a failure after that fails t.
+func Namespace(t T, name string) (netns.NsHandle, *netlink.Handle, error) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return 0, nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
 	})
-	var err error
-	if n.Handle, err = netns.GetFromName(n.NS); err != nil {
-		l.t.Fatalf("lab: open namespace %s: %v", n.NS, err)
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", name, err)
 	}
-	l.t.Cleanup(func() { n.Handle.Close() })
-	if n.NL, err = netlink.NewHandleAt(n.Handle); err != nil {
-		l.t.Fatalf("lab: netlink in %s: %v", n.NS, err)
+	t.Cleanup(func() { h.Close() })
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", name, err)
 	}
-	l.t.Cleanup(n.NL.Close)
-	return n
+	t.Cleanup(nl.Close)
+	return h, nl, nil
 }
 
 // portName is the bridge port of node's leg on net, in the switch

@@ -27,6 +27,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	e2elab "github.com/directorate/directorate/e2e/lab"
 )
 
 var binDir = flag.String("bin", "", "directory holding the clusterd and clusterctl binaries")
@@ -149,31 +151,15 @@ func newLab(tb testing.TB, names []string, addrs []netip.Addr) *lab {
 	return l
 }
 
-// namespace creates a named network namespace, so that `ip netns exec` can
-// run processes in it, and deletes it when tb ends.
+// namespace creates a named network namespace (lab.Namespace), skipping tb
+// where namespaces cannot be made.
 func (l *lab) namespace(name string) *host {
 	l.tb.Helper()
 	h := &host{name: name, ns: l.prefix + name}
-	if out, err := exec.Command("ip", "netns", "add", h.ns).CombinedOutput(); err != nil {
-		l.tb.Skipf("cannot create a network namespace: ip netns add %s: %v: %s", h.ns, err, out)
-	}
-	l.tb.Cleanup(func() {
-		// Deleting the name frees the namespace once the last process and
-		// socket in it are gone; the cleanups registered later (processes,
-		// listeners, probes) run first.
-		if out, err := exec.Command("ip", "netns", "del", h.ns).CombinedOutput(); err != nil {
-			l.tb.Errorf("ip netns del %s: %v: %s", h.ns, err, out)
-		}
-	})
 	var err error
-	if h.handle, err = netns.GetFromName(h.ns); err != nil {
-		l.tb.Fatalf("open namespace %s: %v", h.ns, err)
+	if h.handle, h.nl, err = e2elab.Namespace(l.tb, h.ns); err != nil {
+		l.tb.Skipf("cannot create a network namespace: %v", err)
 	}
-	l.tb.Cleanup(func() { h.handle.Close() })
-	if h.nl, err = netlink.NewHandleAt(h.handle); err != nil {
-		l.tb.Fatalf("netlink handle in %s: %v", h.ns, err)
-	}
-	l.tb.Cleanup(h.nl.Close)
 	return h
 }
 

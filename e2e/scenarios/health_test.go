@@ -75,8 +75,8 @@ func TestHealthChecks(t *testing.T) {
 
 	// health asks for the agreed state of each named server ("up",
 	// "down") and whether the service lost its quorum.
-	health := func(want map[*lab.Node]string, lost bool) func(lab.HealthState) error {
-		return func(st lab.HealthState) error {
+	health := func(want map[*lab.Node]string, lost bool) func(lab.Snapshot) error {
+		return func(st lab.Snapshot) error {
 			web, ok := st.Services["web"]
 			if !ok {
 				return fmt.Errorf("no service web")
@@ -130,7 +130,7 @@ func TestHealthChecks(t *testing.T) {
 	}
 	td := time.Now()
 	drain := follower.StartCtl(2*time.Minute, "server", "drain", "web", target, "--wait", "--timeout", "60s", "--poll-interval", "200ms")
-	_, table = c.WaitHealthTables(settleTimeout, leader, who+" drained", func(st lab.HealthState) error {
+	_, table = c.WaitHealthTables(settleTimeout, leader, who+" drained", func(st lab.Snapshot) error {
 		if a := st.Services["web"].Servers[target].Admin; a != "drained" {
 			return fmt.Errorf("%s is %s", who, a)
 		}
@@ -204,7 +204,7 @@ func TestHealthChecks(t *testing.T) {
 		who, drainedAt.Sub(td).Round(time.Millisecond), others, drain.Ended.Sub(closed).Round(time.Millisecond), strings.TrimSpace(out))
 
 	follower.MustCtl("server", "enable", "web", target)
-	_, table = c.WaitHealthTables(settleTimeout, leader, who+" enabled", func(st lab.HealthState) error {
+	_, table = c.WaitHealthTables(settleTimeout, leader, who+" enabled", func(st lab.Snapshot) error {
 		if a := st.Services["web"].Servers[target].Admin; a != "enabled" {
 			return fmt.Errorf("%s is %s", who, a)
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/directorate/directorate/api"
+
 	"github.com/directorate/directorate/e2e/lab"
 )
 
@@ -312,15 +314,9 @@ func moreAnswers(t *testing.T, cl *lab.Client, n int) {
 	})
 }
 
+// keyringLs is `clusterctl keyring ls -o json`: the API's envelope.
 type keyringLs struct {
-	Data struct {
-		Replicated bool   `json:"replicated"`
-		Primary    string `json:"primary"`
-		Keys       []struct {
-			Fingerprint string   `json:"fingerprint"`
-			MissingOn   []string `json:"missing_on"`
-		} `json:"keys"`
-	} `json:"data"`
+	Data api.KeyringStatus `json:"data"`
 }
 
 // memberWatch samples `member ls` on every director until stopped and

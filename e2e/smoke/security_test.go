@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/directorate/directorate/api"
 )
 
 // logHas reports whether d's log has a line containing every substring.
@@ -162,15 +164,9 @@ func TestStrangersAreRefused(t *testing.T) {
 	}
 }
 
+// keyringLs is `clusterctl keyring ls -o json`: the API's envelope.
 type keyringLs struct {
-	Data struct {
-		Replicated bool   `json:"replicated"`
-		Primary    string `json:"primary"`
-		Keys       []struct {
-			Fingerprint string   `json:"fingerprint"`
-			MissingOn   []string `json:"missing_on"`
-		} `json:"keys"`
-	} `json:"data"`
+	Data api.KeyringStatus `json:"data"`
 }
 
 // TestGossipKeyRotationUnderLoad rotates the gossip key while clusterctl
